@@ -1,0 +1,1 @@
+"""The sans-I/O core: task states and the scheduler. No asyncio, no clock, no I/O here."""

@@ -1,0 +1,483 @@
+"""The scheduling core: a pure state machine, no asyncio, no clock, no I/O.
+
+Drivers (the asyncio executor, the virtual-time simulator, the Ray backend, the tests) feed it
+events with `send()` and ask it what to do next with `decide()`. Because it never looks at a
+clock, the same plan and the same events always give the same decisions, which is what makes
+the property tests and the simulator possible.
+
+Ordering among ready tasks: highest priority first, then the longest remaining critical path
+(sum of `estimated_seconds` from the task to the end of the graph), then plan order. Events
+sent between two `decide()` calls are "the same instant": every task they make ready competes
+for the free slots together.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from ..plan import Plan, Strategy
+from ._state import TERMINAL, TaskState, check_transition
+
+__all__ = [
+    "Scheduler",
+    # events in
+    "TaskSucceeded",
+    "TaskFailed",
+    "TaskCancelled",
+    "RetryDue",
+    "CancelRequested",
+    # decisions out
+    "QueueTask",
+    "StartTask",
+    "ScheduleRetry",
+    "FailTask",
+    "SkipTask",
+    "CancelTask",
+    "RunFinished",
+    "MAX_BACKOFF_SEC",
+    "backoff_delay",
+]
+
+MAX_BACKOFF_SEC = 60.0
+
+
+# -- events the driver sends -------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class TaskSucceeded:
+    task_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class TaskFailed:
+    task_id: str
+    error: str
+    retryable: bool = True
+    #: a server's Retry-After, in seconds; the backoff is at least this long
+    retry_after: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskCancelled:
+    """A running task the driver was told to cancel has stopped."""
+
+    task_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class RetryDue:
+    """The backoff of a task in RETRY_WAIT has elapsed."""
+
+    task_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class CancelRequested:
+    reason: str = "cancelled by user"
+
+
+# -- decisions the driver carries out ----------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class QueueTask:
+    """The task's dependencies are met; it waits for a slot (informational)."""
+
+    task_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class StartTask:
+    task_id: str
+    attempt: int  # 1-based
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleRetry:
+    """Send RetryDue(task_id) after `delay` seconds. The task holds no slot meanwhile."""
+
+    task_id: str
+    next_attempt: int
+    delay: float
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class FailTask:
+    """The task failed for good (no retries left, or not retryable)."""
+
+    task_id: str
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class SkipTask:
+    task_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class CancelTask:
+    """Stop the task. `running`: it has an attempt in flight (or a retry timer) to stop."""
+
+    task_id: str
+    running: bool
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunFinished:
+    status: str  # succeeded | partial | failed | cancelled
+
+
+Decision = QueueTask | StartTask | ScheduleRetry | FailTask | SkipTask | CancelTask | RunFinished
+Event = TaskSucceeded | TaskFailed | TaskCancelled | RetryDue | CancelRequested
+
+
+def backoff_delay(base: float, failed_attempt: int, rng: random.Random) -> float:
+    """Delay before the attempt after `failed_attempt`: base doubling, jittered, capped."""
+    if base <= 0:
+        return 0.0
+    raw = base * (2 ** min(failed_attempt - 1, 30))
+    return min(MAX_BACKOFF_SEC, raw * rng.uniform(0.75, 1.25))
+
+
+@dataclass(slots=True)
+class _Info:
+    index: int
+    pool: str
+    deps: tuple[str, ...]
+    dependents: list[str] = field(default_factory=list)
+    remaining_path: float = 0.0
+    waiting_on: int = 0
+    gate: int = 0  # wave or stage index; 0 for strategies without gates
+    max_retries: int = 0
+    backoff: float = 1.0
+
+
+class Scheduler:
+    """Decides which task starts when. See the module docstring for the contract.
+
+    `already_succeeded` and `prior_attempts` let a driver resume a run: succeeded tasks are
+    never started again, and attempts already made count against `max_retries`.
+    """
+
+    def __init__(
+        self,
+        plan: Plan,
+        *,
+        strategy: Strategy | None = None,
+        max_workers: int | None = None,
+        fail_fast: bool = False,
+        rng: random.Random | None = None,
+        already_succeeded: Iterable[str] = (),
+        prior_attempts: Mapping[str, int] | None = None,
+    ) -> None:
+        self.plan = plan
+        self.strategy: Strategy = strategy or plan.strategy or "dependency"
+        limit = max_workers if max_workers is not None else plan.max_workers
+        if self.strategy == "sequential":
+            limit = 1
+        self.max_workers: float = math.inf if limit is None else limit
+        self.fail_fast = fail_fast
+        self.rng = rng or random.Random()
+
+        self.state: dict[str, TaskState] = {}
+        self.attempts: dict[str, int] = dict(prior_attempts or {})
+        self.errors: dict[str, str] = {}
+        self._info: dict[str, _Info] = {}
+        self._pending_decisions: list[Decision] = []
+        self._heaps: dict[str, list[tuple]] = {}
+        self._pool_free: dict[str, float] = {}
+        self._running = 0
+        self._terminal = 0
+        self._cancel_reason: str | None = None
+        self._finished = False
+        self._gate_open = 0  # highest open wave/stage index
+        self._gate_left: list[int] = []  # per gate: tasks not yet terminal
+
+        for name, pool in plan.all_pools().items():
+            self._heaps[name] = []
+            self._pool_free[name] = math.inf if pool.max_concurrent is None else pool.max_concurrent
+
+        for index, task in enumerate(plan.tasks):
+            _, retries, backoff = plan.policy(task)
+            self._info[task.id] = _Info(
+                index=index, pool=task.pool, deps=task.depends_on,
+                max_retries=retries, backoff=backoff,
+            )
+            self.state[task.id] = TaskState.PENDING
+        for task in plan.tasks:
+            for dep in task.depends_on:
+                self._info[dep].dependents.append(task.id)
+        self._compute_remaining_paths()
+        self._compute_gates()
+
+        done = set(already_succeeded)
+        for task_id in done:
+            if task_id in self.state:
+                self.state[task_id] = TaskState.SUCCEEDED
+                self._terminal += 1
+                self._gate_left[self._info[task_id].gate] -= 1
+        for task in plan.tasks:
+            info = self._info[task.id]
+            info.waiting_on = sum(1 for d in info.deps if d not in done)
+        self._advance_gate()
+        for task in plan.tasks:
+            if self.state[task.id] is TaskState.PENDING:
+                self._maybe_ready(task.id)
+
+    # -- setup ---------------------------------------------------------------------------
+    def _compute_remaining_paths(self) -> None:
+        # Reverse plan order is not a topological order in general; walk a real one.
+        order = self._topological_order()
+        for task_id in reversed(order):
+            info = self._info[task_id]
+            tail = max((self._info[d].remaining_path for d in info.dependents), default=0.0)
+            info.remaining_path = self.plan.task(task_id).estimated_seconds + tail
+
+    def _topological_order(self) -> list[str]:
+        waiting = {tid: len(info.deps) for tid, info in self._info.items()}
+        order = [tid for tid, n in waiting.items() if n == 0]
+        i = 0
+        while i < len(order):
+            for dep in self._info[order[i]].dependents:
+                waiting[dep] -= 1
+                if waiting[dep] == 0:
+                    order.append(dep)
+            i += 1
+        return order
+
+    def _compute_gates(self) -> None:
+        if self.strategy == "waves":
+            level: dict[str, int] = {}
+            for tid in self._topological_order():
+                deps = self._info[tid].deps
+                level[tid] = 1 + max((level[d] for d in deps), default=-1)
+            for tid, lv in level.items():
+                self._info[tid].gate = lv
+            count = 1 + max(level.values(), default=0)
+        elif self.strategy == "pipeline":
+            stages = {name: i for i, name in enumerate(self.plan.stage_order())}
+            for task in self.plan.tasks:
+                # Validated by the executor: every task has a known stage.
+                self._info[task.id].gate = stages.get(task.stage or "", 0)
+            count = max(len(stages), 1)
+        else:
+            count = 1
+        self._gate_left = [0] * count
+        for info in self._info.values():
+            self._gate_left[info.gate] += 1
+
+    # -- public API ----------------------------------------------------------------------
+    @property
+    def finished(self) -> bool:
+        return self._finished
+
+    @property
+    def running_count(self) -> int:
+        return self._running
+
+    def send(self, event: Event) -> None:
+        """Record what happened. Decisions that follow are returned by the next `decide()`."""
+        if isinstance(event, TaskSucceeded):
+            self._on_succeeded(event.task_id)
+        elif isinstance(event, TaskFailed):
+            self._on_failed(event)
+        elif isinstance(event, RetryDue):
+            self._on_retry_due(event.task_id)
+        elif isinstance(event, TaskCancelled):
+            self._on_cancelled(event.task_id)
+        elif isinstance(event, CancelRequested):
+            self._on_cancel_requested(event.reason)
+        else:  # pragma: no cover - a driver bug
+            raise TypeError(f"unknown scheduler event {event!r}")
+
+    def decide(self) -> list[Decision]:
+        """Everything the driver must do now: queued notices, skips, retries, starts, finish."""
+        self._dispatch()
+        if not self._finished and self._terminal == len(self.state):
+            self._finished = True
+            self._pending_decisions.append(RunFinished(self.status()))
+        out, self._pending_decisions = self._pending_decisions, []
+        return out
+
+    def status(self) -> str:
+        if self._cancel_reason is not None and any(
+            s is TaskState.CANCELLED for s in self.state.values()
+        ):
+            return "cancelled"
+        succeeded = sum(1 for s in self.state.values() if s is TaskState.SUCCEEDED)
+        if succeeded == len(self.state):
+            return "succeeded"
+        if self._cancel_reason is not None:
+            return "cancelled"
+        return "partial" if succeeded else "failed"
+
+    def ready_count(self) -> int:
+        return sum(len(h) for h in self._heaps.values())
+
+    # -- transitions ---------------------------------------------------------------------
+    def _set(self, task_id: str, new: TaskState, event: str) -> None:
+        current = self.state[task_id]
+        check_transition(task_id, current, new, event)
+        self.state[task_id] = new
+        if new in TERMINAL:
+            self._terminal += 1
+            gate = self._info[task_id].gate
+            self._gate_left[gate] -= 1
+
+    def _release_slot(self, task_id: str) -> None:
+        self._running -= 1
+        self._pool_free[self._info[task_id].pool] += 1
+
+    def _on_succeeded(self, task_id: str) -> None:
+        self._set(task_id, TaskState.SUCCEEDED, "TaskSucceeded")
+        self._release_slot(task_id)
+        for dep in self._info[task_id].dependents:
+            info = self._info[dep]
+            info.waiting_on -= 1
+            if info.waiting_on == 0 and self.state[dep] is TaskState.PENDING:
+                self._maybe_ready(dep)
+        self._advance_gate()
+
+    def _on_failed(self, event: TaskFailed) -> None:
+        task_id = event.task_id
+        info = self._info[task_id]
+        attempt = self.attempts.get(task_id, 0)
+        self._release_slot(task_id)
+        if event.retryable and attempt <= info.max_retries and self._cancel_reason is None:
+            self._set(task_id, TaskState.RETRY_WAIT, "TaskFailed")
+            delay = backoff_delay(info.backoff, attempt, self.rng)
+            if event.retry_after is not None:
+                delay = max(delay, min(event.retry_after, MAX_BACKOFF_SEC * 10))
+            self._pending_decisions.append(
+                ScheduleRetry(task_id, attempt + 1, delay, event.error)
+            )
+            return
+        self._fail(task_id, event.error, "TaskFailed")
+
+    def _fail(self, task_id: str, error: str, event: str) -> None:
+        self._set(task_id, TaskState.FAILED, event)
+        self.errors[task_id] = error
+        self._pending_decisions.append(FailTask(task_id, error))
+        if self.fail_fast:
+            self._stop_everything(f"fail-fast: task {task_id!r} failed", skip=True)
+        else:
+            self._skip_dependents(task_id)
+        self._advance_gate()
+
+    def _on_retry_due(self, task_id: str) -> None:
+        if self.state[task_id] is not TaskState.RETRY_WAIT:
+            return  # cancelled or skipped while waiting: the timer is stale
+        self._set(task_id, TaskState.READY, "RetryDue")
+        self._push_ready(task_id)
+
+    def _on_cancelled(self, task_id: str) -> None:
+        if self.state[task_id] is not TaskState.RUNNING:
+            return
+        self._set(task_id, TaskState.CANCELLED, "TaskCancelled")
+        self._release_slot(task_id)
+        self._advance_gate()
+
+    def _on_cancel_requested(self, reason: str) -> None:
+        if self._cancel_reason is not None or self._finished:
+            return
+        self._cancel_reason = reason
+        self._stop_everything(reason, skip=False)
+
+    def _stop_everything(self, reason: str, *, skip: bool) -> None:
+        """Cancel running tasks; skip (fail-fast) or cancel (user) everything not started."""
+        for task_id, state in self.state.items():
+            if state is TaskState.RUNNING:
+                self._pending_decisions.append(CancelTask(task_id, True, reason))
+            elif state in TERMINAL:
+                continue
+            elif skip:
+                was_waiting = state is TaskState.RETRY_WAIT
+                self._set(task_id, TaskState.SKIPPED, "FailFast")
+                if was_waiting:
+                    self._pending_decisions.append(CancelTask(task_id, True, reason))
+                self._pending_decisions.append(SkipTask(task_id, reason))
+            else:
+                was_waiting = state is TaskState.RETRY_WAIT
+                self._set(task_id, TaskState.CANCELLED, "CancelRequested")
+                self._pending_decisions.append(CancelTask(task_id, was_waiting, reason))
+        for heap in self._heaps.values():
+            heap.clear()
+
+    def _skip_dependents(self, failed_id: str) -> None:
+        stack = [(failed_id, f"dependency {failed_id!r} failed")]
+        while stack:
+            parent, reason = stack.pop()
+            for child in self._info[parent].dependents:
+                if self.state[child] in TERMINAL:
+                    continue
+                # A pending child is not in a heap; a READY one cannot exist (its parent
+                # had not succeeded), so skipping never leaves a stale heap entry behind.
+                self._set(child, TaskState.SKIPPED, "DependencyFailed")
+                self._pending_decisions.append(SkipTask(child, reason))
+                stack.append((child, f"dependency {child!r} was skipped ({reason})"))
+
+    # -- readiness and dispatch ----------------------------------------------------------
+    def _maybe_ready(self, task_id: str) -> None:
+        info = self._info[task_id]
+        if info.waiting_on or info.gate > self._gate_open:
+            return
+        if self.attempts.get(task_id, 0) > info.max_retries:
+            # Resumed with every allowed attempt already spent (e.g. interrupted by a crash).
+            self._fail(
+                task_id,
+                f"no retries left: {self.attempts[task_id]} attempt(s) already made "
+                f"(max_retries={info.max_retries})",
+                "Resume",
+            )
+            return
+        self._set(task_id, TaskState.READY, "DependenciesMet")
+        self._pending_decisions.append(QueueTask(task_id))
+        self._push_ready(task_id)
+
+    def _push_ready(self, task_id: str) -> None:
+        info = self._info[task_id]
+        priority = self.plan.tasks[info.index].priority
+        if self.strategy == "sequential":
+            key: tuple = (info.index,)
+        else:
+            key = (-priority, -info.remaining_path, info.index)
+        heapq.heappush(self._heaps[info.pool], (key, task_id))
+
+    def _advance_gate(self) -> None:
+        """Waves/pipeline: open the next gate once every task behind the current one ended."""
+        opened = False
+        while self._gate_open < len(self._gate_left) - 1 and self._gate_left[self._gate_open] == 0:
+            self._gate_open += 1
+            opened = True
+        if opened:
+            for task_id, info in self._info.items():
+                if (
+                    info.gate == self._gate_open or (info.gate < self._gate_open)
+                ) and self.state[task_id] is TaskState.PENDING and info.waiting_on == 0:
+                    self._maybe_ready(task_id)
+
+    def _dispatch(self) -> None:
+        if self._cancel_reason is not None:
+            return
+        heaps = self._heaps
+        free = self._pool_free
+        while self._running < self.max_workers:
+            best_pool = None
+            best_key = None
+            for name, heap in heaps.items():
+                if heap and free[name] > 0 and (best_key is None or heap[0][0] < best_key):
+                    best_key = heap[0][0]
+                    best_pool = name
+            if best_pool is None:
+                return
+            _, task_id = heapq.heappop(heaps[best_pool])
+            self._set(task_id, TaskState.RUNNING, "Dispatch")
+            free[best_pool] -= 1
+            self._running += 1
+            attempt = self.attempts.get(task_id, 0) + 1
+            self.attempts[task_id] = attempt
+            self._pending_decisions.append(StartTask(task_id, attempt))

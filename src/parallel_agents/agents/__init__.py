@@ -1,0 +1,56 @@
+"""Agents do the work of one task attempt.
+
+An agent implements one coroutine, `run(task, ctx)`, and returns the task's output: any
+JSON-serialisable value, or a `TaskOutput` when it also has usage, cost or files to report.
+Raise `TaskError` (or `NonRetryableError`) to fail the attempt with a clean message.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..plan import Task
+
+__all__ = ["Agent", "TaskContext", "TaskOutput"]
+
+
+@dataclass(slots=True)
+class TaskOutput:
+    """An agent's result when there is more to say than the output value itself."""
+
+    output: Any
+    usage: dict[str, int] = field(default_factory=dict)
+    cost_usd: float = 0.0
+    files: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class TaskContext:
+    """What an attempt knows about its run: inputs from dependencies, attempt number, progress."""
+
+    task: Task
+    run_id: str
+    attempt: int
+    inputs: dict[str, Any]
+    workspace: Path | None = None
+    _report: Callable[[str, float | None], None] | None = field(default=None, repr=False)
+
+    def progress(self, message: str = "", fraction: float | None = None) -> None:
+        """Report progress ("3/10 sources read", 0.3): becomes a `task_progress` event."""
+        if fraction is not None and not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"progress fraction must be between 0 and 1, got {fraction}")
+        if self._report is not None:
+            self._report(message, fraction)
+
+
+class Agent(ABC):
+    """Runs one attempt of a task. Implementations live one per module in this package."""
+
+    @abstractmethod
+    async def run(self, task: Task, ctx: TaskContext) -> Any:
+        """Do the work; return the output (or a TaskOutput); raise to fail the attempt."""

@@ -1,0 +1,138 @@
+"""`command` tasks: an external program, run without a shell, in its own process group.
+
+The program reads `{"task": {...}, "inputs": {dep_id: output}}` as JSON on stdin, finds
+PARALLEL_AGENTS_RUN_ID / _TASK_ID / _ATTEMPT in its environment, writes its output to stdout
+and exits 0 on success. On timeout or cancel, and when the program exits, the whole process
+group is killed: a task never leaves processes behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+from typing import Any
+
+from .._exceptions import NonRetryableError, TaskError
+from . import Agent, TaskContext
+
+__all__ = ["CommandAgent"]
+
+_STDERR_TAIL = 2000
+
+
+def _kill_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+class CommandAgent(Agent):
+    """Runs `task.command`. `python`/`python3` as the program means this interpreter.
+
+    `kill_grace_sec`: after SIGTERM on timeout/cancel, how long the group gets before SIGKILL.
+    """
+
+    def __init__(self, *, kill_grace_sec: float = 1.0) -> None:
+        self.kill_grace_sec = kill_grace_sec
+
+    async def run(self, task: Any, ctx: TaskContext) -> str:
+        argv = list(task.command)
+        if argv[0] in ("python", "python3"):
+            # The interpreter running parallel-agents, so a plan works the same in a venv.
+            argv[0] = sys.executable
+        env = dict(os.environ)
+        env.update(task.env)
+        env["PARALLEL_AGENTS_RUN_ID"] = ctx.run_id
+        env["PARALLEL_AGENTS_TASK_ID"] = task.id
+        env["PARALLEL_AGENTS_ATTEMPT"] = str(ctx.attempt)
+        if ctx.workspace is not None:
+            env["PARALLEL_AGENTS_WORKSPACE"] = str(ctx.workspace)
+        payload = json.dumps(
+            {"task": task.describe(), "inputs": ctx.inputs, "run_id": ctx.run_id,
+             "attempt": ctx.attempt},
+            default=str,
+        ).encode()
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env=env,
+                start_new_session=True,  # its own session, hence its own process group
+            )
+        except FileNotFoundError:
+            raise NonRetryableError(
+                f"program not found: {argv[0]!r}. Check the task's command, or that the "
+                f"program is installed and on PATH"
+            ) from None
+        except PermissionError:
+            raise NonRetryableError(
+                f"program is not executable: {argv[0]!r}. Check its permissions (chmod +x)"
+            ) from None
+        except OSError as exc:
+            raise NonRetryableError(f"cannot start {argv[0]!r}: {exc}") from None
+
+        pgid = proc.pid
+        try:
+            stdout, stderr = await self._communicate(proc, payload)
+        except BaseException:
+            # Timeout or cancel: stop the whole group, politely first.
+            await asyncio.shield(self._terminate(proc, pgid))
+            raise
+        finally:
+            # Whatever the program left running in its group goes too: no orphans.
+            _kill_group(pgid, signal.SIGKILL)
+
+        code = proc.returncode
+        if code != 0:
+            tail = stderr.decode("utf-8", "replace").strip()[-_STDERR_TAIL:]
+            if code is not None and code < 0:
+                try:
+                    what = f"killed by signal {signal.Signals(-code).name}"
+                except ValueError:
+                    what = f"killed by signal {-code}"
+            else:
+                what = f"exit code {code}"
+            raise TaskError(f"{what}" + (f": {tail}" if tail else " (no stderr)"))
+        return stdout.decode("utf-8", "replace").rstrip("\n")
+
+    async def _communicate(self, proc: asyncio.subprocess.Process, payload: bytes) -> tuple[bytes, bytes]:
+        async def feed() -> None:
+            assert proc.stdin is not None
+            try:
+                proc.stdin.write(payload)
+                await proc.stdin.drain()
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the program does not read stdin: fine
+            finally:
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    proc.stdin.close()
+
+        assert proc.stdout is not None and proc.stderr is not None
+        writer = asyncio.ensure_future(feed())
+        out = asyncio.ensure_future(proc.stdout.read())
+        err = asyncio.ensure_future(proc.stderr.read())
+        try:
+            await proc.wait()
+            # The leader is gone; children still holding the pipes would block EOF forever.
+            _kill_group(proc.pid, signal.SIGKILL)
+            stdout, stderr, _ = await asyncio.gather(out, err, writer)
+            return stdout, stderr
+        except BaseException:
+            for fut in (writer, out, err):
+                fut.cancel()
+            raise
+
+    async def _terminate(self, proc: asyncio.subprocess.Process, pgid: int) -> None:
+        _kill_group(pgid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), self.kill_grace_sec)
+        except asyncio.TimeoutError:
+            pass
+        _kill_group(pgid, signal.SIGKILL)
+        with contextlib.suppress(asyncio.TimeoutError, ProcessLookupError):
+            await asyncio.wait_for(proc.wait(), 5.0)

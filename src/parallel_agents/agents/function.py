@@ -1,0 +1,39 @@
+"""`function` tasks: a Python callable given as `Task(run=...)`.
+
+Coroutine functions run on the executor's loop. Plain functions run in a worker thread so a
+blocking call cannot stall every other task; note that a thread cannot be interrupted, so on
+timeout the attempt is failed and its thread is abandoned to finish on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+from typing import Any
+
+from ..plan import accepts_context
+from . import Agent, TaskContext
+
+__all__ = ["FunctionAgent"]
+
+
+@functools.lru_cache(maxsize=4096)
+def _shape(fn: Any) -> tuple[bool, bool]:
+    return inspect.iscoroutinefunction(fn), accepts_context(fn)
+
+
+class FunctionAgent(Agent):
+    async def run(self, task: Any, ctx: TaskContext) -> Any:
+        fn = task.run
+        try:
+            is_async, takes_ctx = _shape(fn)
+        except TypeError:  # unhashable callable
+            is_async, takes_ctx = inspect.iscoroutinefunction(fn), accepts_context(fn)
+        if is_async:
+            return await (fn(ctx) if takes_ctx else fn())
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(None, (lambda: fn(ctx)) if takes_ctx else fn)
+        if inspect.isawaitable(result):
+            result = await result
+        return result

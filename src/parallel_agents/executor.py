@@ -1,0 +1,407 @@
+"""The asyncio driver of the scheduling core.
+
+It turns the scheduler's decisions into running agent calls and reports back what happened.
+Policy (what starts when, retries, skips) is all in `_core._scheduler`; this module only does
+I/O and timing: per-attempt timeouts, backoff timers that hold no slot, cancellation, events.
+
+Completions that arrive in the same loop iteration are fed to the scheduler together and
+followed by one `decide()`, so tasks that became ready at the same instant compete for slots
+by priority rather than by which callback ran first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from . import metrics
+from ._core._scheduler import (
+    CancelRequested,
+    CancelTask,
+    FailTask,
+    QueueTask,
+    RetryDue,
+    RunFinished,
+    ScheduleRetry,
+    Scheduler,
+    SkipTask,
+    StartTask,
+    TaskCancelled,
+    TaskFailed,
+    TaskSucceeded,
+)
+from ._exceptions import PlanError, PlanProblem, TaskError, UsageError
+from .agents import Agent, TaskContext, TaskOutput
+from .agents.command import CommandAgent
+from .agents.function import FunctionAgent
+from .events import Event, EventBus, EventKind
+from .plan import STRATEGIES, Plan, Strategy
+from .results import AttemptRecord, RunResult, TaskResult
+
+__all__ = ["Executor", "run", "new_run_id"]
+
+
+def new_run_id() -> str:
+    """Sortable by start time, unique enough to never collide in one store."""
+    return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+
+
+def _check_strategy(plan: Plan, strategy: str) -> None:
+    if strategy not in STRATEGIES:
+        raise UsageError(f"unknown strategy {strategy!r}: use one of {', '.join(STRATEGIES)}")
+    if strategy != "pipeline":
+        return
+    problems = []
+    stages = plan.stage_order()
+    position = {name: i for i, name in enumerate(stages)}
+    for index, task in enumerate(plan.tasks):
+        where = f"tasks[{index}] ({task.id}).stage"
+        if task.stage is None:
+            problems.append(PlanProblem(where, "the pipeline strategy needs a stage on every task"))
+        elif task.stage not in position:
+            problems.append(PlanProblem(where, f"stage {task.stage!r} is not listed in `stages`"))
+    if not problems:
+        for index, task in enumerate(plan.tasks):
+            for dep in task.depends_on:
+                if position[plan.task(dep).stage] > position[task.stage]:  # type: ignore[index]
+                    problems.append(PlanProblem(
+                        f"tasks[{index}] ({task.id}).depends_on",
+                        f"depends on {dep!r} from later stage {plan.task(dep).stage!r}: "
+                        f"a pipeline runs stages in order {' -> '.join(stages)}",
+                    ))
+    if problems:
+        raise PlanError(problems)
+
+
+class Executor:
+    """Runs plans. One executor may run several plans, one after another or at once.
+
+    **Parameters:**
+
+    * **strategy** - `dependency` (default), `sequential`, `waves` or `pipeline`; overrides
+      the plan's own `strategy`.
+    * **max_workers** - a global limit on running tasks, on top of the pools' limits.
+    * **fail_fast** - on the first task that fails for good, cancel running tasks and skip
+      the rest. By default independent work continues (graceful degradation).
+    * **agents** - extra or replacement agents by task kind (`"command"`, `"function"`, ...).
+    * **seed** - seeds the retry jitter, for reproducible runs.
+    """
+
+    def __init__(
+        self,
+        *,
+        strategy: Strategy | None = None,
+        max_workers: int | None = None,
+        fail_fast: bool = False,
+        agents: Mapping[str, Agent] | None = None,
+        on_event: Callable[[Event], None] | None = None,
+        workspace: str | Path | None = None,
+        seed: int | None = None,
+    ) -> None:
+        if max_workers is not None and max_workers < 1:
+            raise UsageError(f"max_workers must be at least 1, got {max_workers}")
+        if strategy is not None and strategy not in STRATEGIES:
+            raise UsageError(f"unknown strategy {strategy!r}: use one of {', '.join(STRATEGIES)}")
+        self.strategy = strategy
+        self.max_workers = max_workers
+        self.fail_fast = fail_fast
+        self.agents: dict[str, Agent] = {"command": CommandAgent(), "function": FunctionAgent()}
+        self.agents.update(agents or {})
+        self.workspace = Path(workspace) if workspace is not None else None
+        self.seed = seed
+        self._subscribers: list[Callable[[Event], None]] = [on_event] if on_event else []
+        self._active: set[_Run] = set()
+
+    def subscribe(self, fn: Callable[[Event], None]) -> Callable[[], None]:
+        """Call `fn(event)` for every event of every run this executor starts from now on."""
+        self._subscribers.append(fn)
+
+        def unsubscribe() -> None:
+            if fn in self._subscribers:
+                self._subscribers.remove(fn)
+
+        return unsubscribe
+
+    async def execute(self, plan: Plan, *, run_id: str | None = None) -> RunResult:
+        """Run `plan` to the end and return its result. Never raises for a failed task."""
+        strategy = self.strategy or plan.strategy or "dependency"
+        _check_strategy(plan, strategy)
+        run = _Run(self, plan, strategy, run_id or new_run_id())
+        self._active.add(run)
+        try:
+            return await run.go()
+        finally:
+            self._active.discard(run)
+
+    def cancel(self, reason: str = "cancelled by user") -> None:
+        """Stop every active run: running tasks are cancelled, queued ones never start."""
+        for run in list(self._active):
+            run.cancel(reason)
+
+
+def run(plan: Plan, **options: Any) -> RunResult:
+    """Run `plan` and block until it ends. Options are those of `Executor`."""
+    return asyncio.run(Executor(**options).execute(plan))
+
+
+class _Run:
+    """One execution of one plan."""
+
+    def __init__(self, executor: Executor, plan: Plan, strategy: str, run_id: str) -> None:
+        self.executor = executor
+        self.plan = plan
+        self.strategy = strategy
+        self.run_id = run_id
+        self.bus = EventBus(list(executor._subscribers))
+        rng = random.Random(executor.seed) if executor.seed is not None else random.Random()
+        self.scheduler = Scheduler(
+            plan, strategy=strategy,  # type: ignore[arg-type]
+            max_workers=executor.max_workers, fail_fast=executor.fail_fast, rng=rng,
+        )
+        self.results: dict[str, TaskResult] = {
+            t.id: TaskResult(id=t.id, pool=t.pool) for t in plan.tasks
+        }
+        self.inflight: dict[str, asyncio.Task[None]] = {}
+        self.timers: dict[str, asyncio.TimerHandle] = {}
+        self.cancelling: set[str] = set()
+        self.loop = asyncio.get_running_loop()
+        self.done: asyncio.Future[str] = self.loop.create_future()
+        self.pump_scheduled = False
+        self.cancel_reason: str | None = None
+        # Monotonic clock for durations, anchored once to wall time for unix timestamps.
+        self._perf0 = time.perf_counter()
+        self._wall0 = time.time()
+
+    def now(self) -> float:
+        return self._wall0 + (time.perf_counter() - self._perf0)
+
+    def emit(self, kind: EventKind, task_id: str | None = None, *, attempt: int | None = None,
+             message: str | None = None, data: dict[str, Any] | None = None) -> None:
+        if self.bus.subscribers:
+            self.bus.publish(Event(kind, self.run_id, self.now(), task_id, attempt, message, data))
+
+    # -- the loop ------------------------------------------------------------------------
+    async def go(self) -> RunResult:
+        started = self.now()
+        self.emit("run_started", data={"plan": self.plan.name, "tasks": len(self.plan.tasks),
+                                       "strategy": self.strategy})
+        self.pump()
+        try:
+            await asyncio.shield(self.done)
+        except asyncio.CancelledError:
+            # The caller was cancelled (e.g. Ctrl-C through asyncio.run): stop cleanly first.
+            self.cancel("cancelled")
+            if not self.done.done():
+                await asyncio.wait([self.done], timeout=30)
+            raise
+        finished = self.now()
+        return self._result(started, finished, self.done.result())
+
+    def cancel(self, reason: str) -> None:
+        if self.done.done() or self.cancel_reason is not None:
+            return
+        self.cancel_reason = reason
+        self.scheduler.send(CancelRequested(reason))
+        self.pump()
+
+    def pump(self) -> None:
+        self.pump_scheduled = False
+        for decision in self.scheduler.decide():
+            if isinstance(decision, StartTask):
+                self._start(decision.task_id, decision.attempt)
+            elif isinstance(decision, QueueTask):
+                self.results[decision.task_id].status = "queued"
+                self.emit("task_queued", decision.task_id)
+            elif isinstance(decision, ScheduleRetry):
+                self._schedule_retry(decision)
+            elif isinstance(decision, FailTask):
+                result = self.results[decision.task_id]
+                result.status = "failed"
+                result.error = decision.error
+                self.emit("task_failed", decision.task_id, attempt=result.attempts,
+                          message=decision.error)
+            elif isinstance(decision, SkipTask):
+                result = self.results[decision.task_id]
+                result.status = "skipped"
+                result.error = decision.reason
+                self.emit("task_skipped", decision.task_id, message=decision.reason)
+            elif isinstance(decision, CancelTask):
+                self._cancel_task(decision)
+            elif isinstance(decision, RunFinished):
+                if not self.done.done():
+                    self.done.set_result(decision.status)
+
+    def _pump_soon(self) -> None:
+        if not self.pump_scheduled:
+            self.pump_scheduled = True
+            self.loop.call_soon(self.pump)
+
+    # -- decisions -----------------------------------------------------------------------
+    def _start(self, task_id: str, attempt: int) -> None:
+        result = self.results[task_id]
+        result.status = "running"
+        record = AttemptRecord(attempt=attempt, started_at=self.now())
+        result.history.append(record)
+        self.emit("task_started", task_id, attempt=attempt)
+        self.inflight[task_id] = self.loop.create_task(self._attempt(task_id, record))
+
+    def _schedule_retry(self, d: ScheduleRetry) -> None:
+        result = self.results[d.task_id]
+        result.status = "retrying"
+        result.error = d.error
+        self.emit("task_retrying", d.task_id, attempt=d.next_attempt, message=d.error,
+                  data={"delay_seconds": round(d.delay, 3)})
+        self.timers[d.task_id] = self.loop.call_later(d.delay, self._retry_due, d.task_id)
+
+    def _retry_due(self, task_id: str) -> None:
+        self.timers.pop(task_id, None)
+        self.scheduler.send(RetryDue(task_id))
+        self._pump_soon()
+
+    def _cancel_task(self, d: CancelTask) -> None:
+        timer = self.timers.pop(d.task_id, None)
+        if timer is not None:
+            timer.cancel()
+        inflight = self.inflight.get(d.task_id)
+        if inflight is not None:
+            self.cancelling.add(d.task_id)
+            inflight.cancel()
+            return  # the attempt reports TaskCancelled when it has stopped
+        result = self.results[d.task_id]
+        if self.scheduler.state[d.task_id].value == "cancelled":
+            result.status = "cancelled"
+            result.error = d.reason
+            self.emit("task_cancelled", d.task_id, message=d.reason)
+
+    # -- one attempt ---------------------------------------------------------------------
+    async def _attempt(self, task_id: str, record: AttemptRecord) -> None:
+        task = self.plan.task(task_id)
+        timeout, _, _ = self.plan.policy(task)
+        result = self.results[task_id]
+        ctx = TaskContext(
+            task=task, run_id=self.run_id, attempt=record.attempt,
+            inputs={d: self.results[d].output for d in task.depends_on},
+            workspace=self.executor.workspace,
+            _report=lambda msg, frac: self.emit(
+                "task_progress", task_id, attempt=record.attempt, message=msg,
+                data=None if frac is None else {"fraction": frac}),
+        )
+        agent = self.executor.agents.get(task.kind)
+        event: TaskSucceeded | TaskFailed | TaskCancelled
+        try:
+            if agent is None:
+                raise TaskError(f"no agent for tasks of kind {task.kind!r}", retryable=False)
+            if timeout is None:
+                output = await agent.run(task, ctx)
+            else:
+                try:
+                    async with asyncio.timeout(timeout):
+                        output = await agent.run(task, ctx)
+                except TimeoutError:
+                    if task_id in self.cancelling:
+                        raise asyncio.CancelledError from None
+                    raise
+        except asyncio.CancelledError:
+            record.finished_at = self.now()
+            record.outcome = "cancelled"
+            record.error = self.cancel_reason or "cancelled"
+            event = TaskCancelled(task_id)
+            if task_id not in self.cancelling:
+                # Cancelled from outside our own decisions: treat as a failed attempt.
+                record.outcome = "failed"
+                event = TaskFailed(task_id, "attempt was cancelled unexpectedly")
+        except TimeoutError as exc:
+            record.finished_at = self.now()
+            record.outcome = "timeout"
+            if timeout is None or isinstance(exc, TaskError):
+                record.error = str(exc) or f"{type(exc).__name__} raised by the agent"
+                record.outcome = "failed"
+            else:
+                record.error = f"timed out after {timeout:g}s (timeout_sec={timeout:g})"
+            event = TaskFailed(task_id, record.error)
+        except TaskError as exc:
+            record.finished_at = self.now()
+            record.outcome = "failed"
+            record.error = str(exc) or type(exc).__name__
+            event = TaskFailed(task_id, record.error, exc.retryable,
+                               getattr(exc, "retry_after", None))
+        except Exception as exc:  # noqa: BLE001 - any agent failure fails the attempt only
+            record.finished_at = self.now()
+            record.outcome = "failed"
+            record.error = f"{type(exc).__name__}: {exc}"
+            event = TaskFailed(task_id, record.error)
+        else:
+            record.finished_at = self.now()
+            record.outcome = "succeeded"
+            if isinstance(output, TaskOutput):
+                result.usage = output.usage
+                result.cost_usd += output.cost_usd
+                result.files = output.files
+                output = output.output
+            result.output = output
+            result.status = "succeeded"
+            result.error = None
+            event = TaskSucceeded(task_id)
+        self.inflight.pop(task_id, None)
+        self.cancelling.discard(task_id)
+        if isinstance(event, TaskSucceeded):
+            self.emit("task_succeeded", task_id, attempt=record.attempt,
+                      data={"duration": round(record.duration, 6)})
+        elif isinstance(event, TaskCancelled):
+            result.status = "cancelled"
+            result.error = record.error
+            self.emit("task_cancelled", task_id, attempt=record.attempt, message=record.error)
+        self.scheduler.send(event)
+        self._pump_soon()
+
+    # -- the result ----------------------------------------------------------------------
+    def _result(self, started: float, finished: float, status: str) -> RunResult:
+        histories = {tid: r.history for tid, r in self.results.items()}
+        busy = {tid: r.busy_seconds for tid, r in self.results.items()}
+        ends = [r.finished_at for r in self.results.values() if r.finished_at is not None]
+        makespan = (max(ends) if ends else finished) - started
+        makespan = max(makespan, 0.0)
+        serial = sum(busy.values())
+        cp_seconds, cp = metrics.critical_path(self.plan, busy)
+        workers = self.scheduler.max_workers
+        bound = metrics.lower_bound(
+            self.plan, busy, None if workers == float("inf") else int(workers)
+        )
+        intervals = [
+            (a.started_at, a.finished_at)
+            for h in histories.values() for a in h if a.finished_at is not None
+        ]
+        reason = self.cancel_reason
+        if reason is None and status != "succeeded":
+            bad = [r for r in self.results.values() if r.status == "failed"]
+            if bad:
+                reason = f"{len(bad)} task(s) failed: " + ", ".join(r.id for r in bad[:5])
+        result = RunResult(
+            run_id=self.run_id,
+            status=status,  # type: ignore[arg-type]
+            tasks=self.results,
+            strategy=self.strategy,
+            started_at=started,
+            finished_at=finished,
+            makespan_seconds=makespan,
+            serial_seconds=serial,
+            critical_path_seconds=cp_seconds,
+            critical_path=cp,
+            lower_bound_seconds=bound,
+            speedup=(serial / makespan) if makespan > 0 else 1.0,
+            efficiency=min(1.0, bound / makespan) if makespan > 0 else 1.0,
+            max_parallel=metrics.peak_concurrency(intervals),
+            pool_utilization=metrics.pool_utilization(self.plan, histories, makespan),
+            reason=reason,
+        )
+        self.emit("run_finished", message=status, data={
+            "status": status, "makespan_seconds": round(makespan, 6),
+            "speedup": round(result.speedup, 4),
+        })
+        return result

@@ -1,0 +1,113 @@
+"""Run metrics: makespan, serial time, critical path, speedup, efficiency, utilization.
+
+Definitions (the same in the CLI, the API and the reports):
+
+- makespan: wall time from run start to the end of its last task.
+- serial time: the sum of every attempt's duration, i.e. what one worker doing everything
+  one after another would have spent (retries included, backoff waits excluded).
+- critical path: the longest dependency chain, weighting each task by its measured busy time.
+- lower bound: max(critical path, per pool: busy time / slots, total busy / max_workers).
+  No schedule can beat it, so `efficiency = lower bound / makespan` (1.0 is optimal).
+- speedup: serial time / makespan.
+- pool utilization: the pool's busy time / (its slots x makespan); for a pool with no limit,
+  the peak number of its tasks that ran at once stands in for its slots.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+
+from .plan import Plan
+from .results import AttemptRecord
+
+__all__ = ["critical_path", "lower_bound", "peak_concurrency", "pool_utilization"]
+
+
+def critical_path(plan: Plan, weight: Mapping[str, float]) -> tuple[float, list[str]]:
+    """Longest path through the plan's DAG where each task weighs `weight[task_id]`."""
+    best: dict[str, float] = {}
+    prev: dict[str, str | None] = {}
+    for task_id in _topological(plan):
+        task = plan.task(task_id)
+        start = 0.0
+        parent = None
+        for dep in task.depends_on:
+            if best[dep] > start:
+                start, parent = best[dep], dep
+        best[task_id] = start + weight.get(task_id, 0.0)
+        prev[task_id] = parent
+    if not best:
+        return 0.0, []
+    end = max(best, key=lambda t: (best[t], -plan._order[t]))
+    path = [end]
+    while prev[path[-1]] is not None:
+        path.append(prev[path[-1]])  # type: ignore[arg-type]
+    path.reverse()
+    return best[end], path
+
+
+def _topological(plan: Plan) -> list[str]:
+    waiting = {t.id: len(t.depends_on) for t in plan.tasks}
+    dependents: dict[str, list[str]] = {t.id: [] for t in plan.tasks}
+    for t in plan.tasks:
+        for d in t.depends_on:
+            dependents[d].append(t.id)
+    order = [tid for tid, n in waiting.items() if n == 0]
+    i = 0
+    while i < len(order):
+        for child in dependents[order[i]]:
+            waiting[child] -= 1
+            if waiting[child] == 0:
+                order.append(child)
+        i += 1
+    return order
+
+
+def lower_bound(plan: Plan, weight: Mapping[str, float], max_workers: int | None) -> float:
+    """A makespan no schedule can beat (see the module docstring)."""
+    path, _ = critical_path(plan, weight)
+    bound = path
+    per_pool: dict[str, float] = {}
+    for t in plan.tasks:
+        per_pool[t.pool] = per_pool.get(t.pool, 0.0) + weight.get(t.id, 0.0)
+    pools = plan.all_pools()
+    for name, work in per_pool.items():
+        slots = pools[name].max_concurrent
+        if slots:
+            bound = max(bound, work / slots)
+    if max_workers:
+        bound = max(bound, sum(per_pool.values()) / max_workers)
+    return bound
+
+
+def peak_concurrency(intervals: Iterable[tuple[float, float]]) -> int:
+    points: list[tuple[float, int]] = []
+    for start, end in intervals:
+        points.append((start, 1))
+        points.append((end, -1))
+    points.sort(key=lambda p: (p[0], p[1]))  # ends before starts at the same instant
+    peak = current = 0
+    for _, delta in points:
+        current += delta
+        peak = max(peak, current)
+    return peak
+
+
+def pool_utilization(
+    plan: Plan, attempts: Mapping[str, list[AttemptRecord]], makespan: float
+) -> dict[str, float]:
+    out: dict[str, float] = {}
+    if makespan <= 0:
+        return {name: 0.0 for name in plan.all_pools()}
+    by_pool: dict[str, list[tuple[float, float]]] = {name: [] for name in plan.all_pools()}
+    for t in plan.tasks:
+        for a in attempts.get(t.id, ()):
+            if a.finished_at is not None:
+                by_pool[t.pool].append((a.started_at, a.finished_at))
+    pools = plan.all_pools()
+    for name, intervals in by_pool.items():
+        busy = sum(e - s for s, e in intervals)
+        slots = pools[name].max_concurrent or peak_concurrency(intervals) or 1
+        out[name] = min(1.0, busy / (slots * makespan)) if not math.isinf(slots) else 0.0
+    return out

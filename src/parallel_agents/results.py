@@ -1,0 +1,128 @@
+"""What a run returns: per-task results with every attempt, and the run's metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = ["AttemptRecord", "TaskResult", "RunResult", "TaskStatus", "RunStatus"]
+
+TaskStatus = Literal["pending", "queued", "running", "retrying", "succeeded", "failed",
+                     "skipped", "cancelled"]
+RunStatus = Literal["succeeded", "partial", "failed", "cancelled"]
+
+
+@dataclass(slots=True)
+class AttemptRecord:
+    attempt: int
+    started_at: float  # unix seconds
+    finished_at: float | None = None
+    outcome: str = "running"  # succeeded | failed | timeout | cancelled | interrupted
+    error: str | None = None
+
+    @property
+    def duration(self) -> float:
+        return 0.0 if self.finished_at is None else max(0.0, self.finished_at - self.started_at)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"attempt": self.attempt, "started_at": self.started_at,
+                "finished_at": self.finished_at, "outcome": self.outcome, "error": self.error}
+
+
+@dataclass(slots=True)
+class TaskResult:
+    id: str
+    pool: str
+    status: TaskStatus = "pending"
+    output: Any = None
+    error: str | None = None
+    history: list[AttemptRecord] = field(default_factory=list)
+    usage: dict[str, int] = field(default_factory=dict)
+    cost_usd: float = 0.0
+    files: list[str] = field(default_factory=list)
+
+    @property
+    def attempts(self) -> int:
+        return len(self.history)
+
+    @property
+    def started_at(self) -> float | None:
+        return self.history[0].started_at if self.history else None
+
+    @property
+    def finished_at(self) -> float | None:
+        if not self.history:
+            return None
+        return self.history[-1].finished_at
+
+    @property
+    def busy_seconds(self) -> float:
+        return sum(a.duration for a in self.history)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "status": self.status,
+            "pool": self.pool,
+            "attempts": self.attempts,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "output": self.output,
+            "error": self.error,
+            "history": [a.to_dict() for a in self.history],
+        }
+        if self.usage:
+            out["usage"] = self.usage
+        if self.cost_usd:
+            out["cost_usd"] = self.cost_usd
+        if self.files:
+            out["files"] = self.files
+        return out
+
+
+@dataclass(slots=True)
+class RunResult:
+    run_id: str
+    status: RunStatus
+    tasks: dict[str, TaskResult]
+    strategy: str
+    started_at: float
+    finished_at: float
+    makespan_seconds: float
+    serial_seconds: float
+    critical_path_seconds: float
+    critical_path: list[str]
+    lower_bound_seconds: float
+    speedup: float
+    efficiency: float
+    max_parallel: int
+    pool_utilization: dict[str, float]
+    reason: str | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == "succeeded"
+
+    def count(self, status: str) -> int:
+        return sum(1 for t in self.tasks.values() if t.status == status)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The `--json` summary (the CLI contract)."""
+        return {
+            "run_id": self.run_id,
+            "status": self.status,
+            "strategy": self.strategy,
+            "reason": self.reason,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "makespan_seconds": round(self.makespan_seconds, 6),
+            "serial_seconds": round(self.serial_seconds, 6),
+            "critical_path_seconds": round(self.critical_path_seconds, 6),
+            "critical_path": self.critical_path,
+            "lower_bound_seconds": round(self.lower_bound_seconds, 6),
+            "speedup": round(self.speedup, 4),
+            "efficiency": round(self.efficiency, 4),
+            "max_parallel": self.max_parallel,
+            "pool_utilization": {k: round(v, 4) for k, v in self.pool_utilization.items()},
+            "counts": {s: self.count(s) for s in ("succeeded", "failed", "skipped", "cancelled")},
+            "tasks": {tid: t.to_dict() for tid, t in self.tasks.items()},
+        }
