@@ -1,0 +1,1 @@
+"""LLM providers: one contract (`base.Provider`), one module per backend."""
