@@ -280,17 +280,23 @@ class Plan(BaseModel):
                 problems.append(PlanProblem(str(key), _unknown_key(str(key), known)))
 
         pools: dict[str, Pool] = {}
+        known_pools: set[str] = set()
         raw_pools = data.get("pools") or {}
         if not isinstance(raw_pools, Mapping):
             problems.append(PlanProblem("pools", "must be a mapping of pool name -> settings"))
             raw_pools = {}
         for name, raw in raw_pools.items():
+            known_pools.add(str(name))
             try:
                 pools[str(name)] = Pool.model_validate(raw or {})
             except ValidationError as exc:
                 problems += _validation_problems(exc, f"pools.{name}", set(Pool.model_fields))
 
         tasks: list[Task] = []
+        positions: list[int] = []  # each valid task's index in the file's `tasks` list
+        # Tasks and pools that failed validation still exist for the graph checks, so one
+        # typo does not also report "unknown task"/"unknown pool" or hide a duplicate id.
+        invalid_ids: dict[str, int] = {}
         raw_tasks = data.get("tasks") or []
         if not isinstance(raw_tasks, list):
             problems.append(PlanProblem("tasks", "must be a list of tasks"))
@@ -305,11 +311,16 @@ class Plan(BaseModel):
             if "run" in raw:
                 problems.append(PlanProblem(f"{where}.run", "`run` is only for Python callables; "
                                             "in a plan file use `command`"))
+                if isinstance(raw.get("id"), str):
+                    invalid_ids.setdefault(raw["id"], index)
                 continue
             try:
                 tasks.append(Task.model_validate(raw))
+                positions.append(index)
             except ValidationError as exc:
                 problems += _validation_problems(exc, where, set(Task.model_fields) - {"run"})
+                if isinstance(raw.get("id"), str):
+                    invalid_ids.setdefault(raw["id"], index)
 
         top: dict[str, Any] = {}
         for key in ("name", "max_workers", "strategy", "stages"):
@@ -321,7 +332,8 @@ class Plan(BaseModel):
             problems += _validation_problems(exc, "", known)
             header = None
 
-        graph = _graph_problems(tasks, pools)
+        graph = _graph_problems(tasks, pools, positions=positions, invalid_ids=invalid_ids,
+                                known_pools=known_pools)
         if graph is not None:
             problems += graph.problems
         if problems:
@@ -380,21 +392,34 @@ def _validation_problems(exc: ValidationError, where: str, known: set[str]) -> l
     return problems
 
 
-def _graph_problems(tasks: Iterable[Task], pools: Mapping[str, Pool]) -> PlanError | None:
-    """Duplicate ids, unknown dependencies, unknown pools, then cycles (as a path)."""
+def _graph_problems(
+    tasks: Iterable[Task],
+    pools: Mapping[str, Pool],
+    *,
+    positions: list[int] | None = None,
+    invalid_ids: Mapping[str, int] | None = None,
+    known_pools: Iterable[str] = (),
+) -> PlanError | None:
+    """Duplicate ids, unknown dependencies, unknown pools and cycles (as a path).
+
+    `positions` are the tasks' indices in the source list and `invalid_ids` the ids of
+    tasks that failed validation there, so locations stay right and nothing is reported twice.
+    """
     problems: list[PlanProblem] = []
-    seen: dict[str, int] = {}
     tasks = list(tasks)
-    for index, task in enumerate(tasks):
-        if task.id in seen:
+    where = positions if positions is not None else list(range(len(tasks)))
+    seen: dict[str, int] = dict(invalid_ids or {})
+    for index, task in zip(where, tasks):
+        first = seen.get(task.id)
+        if first is not None and first != index:
             problems.append(PlanProblem(
                 f"tasks[{index}] ({task.id})",
-                f"duplicate task id {task.id!r} (first used by tasks[{seen[task.id]}])",
+                f"duplicate task id {task.id!r} (first used by tasks[{first}])",
             ))
-        else:
+        elif first is None:
             seen[task.id] = index
-    pool_names = set(pools) | {DEFAULT_POOL}
-    for index, task in enumerate(tasks):
+    pool_names = set(pools) | set(known_pools) | {DEFAULT_POOL}
+    for index, task in zip(where, tasks):
         for dep in task.depends_on:
             if dep not in seen:
                 close = difflib.get_close_matches(dep, list(seen), n=1)
@@ -411,17 +436,20 @@ def _graph_problems(tasks: Iterable[Task], pools: Mapping[str, Pool]) -> PlanErr
                 f"unknown pool {task.pool!r}: {hint}declare it under `pools:` "
                 f"(known: {', '.join(sorted(pool_names))})",
             ))
-    if problems:
-        return PlanError(problems)
+    # Cycles among the dependencies that do exist are reported alongside the rest.
     sorter: graphlib.TopologicalSorter[str] = graphlib.TopologicalSorter()
     for task in tasks:
-        sorter.add(task.id, *task.depends_on)
+        sorter.add(task.id, *(d for d in task.depends_on if d in seen))
     try:
         sorter.prepare()
     except graphlib.CycleError as exc:
-        # graphlib gives the cycle with the first node repeated at the end, in
-        # "depends on" direction; reverse it so arrows read "must run before".
+        # graphlib gives the cycle with the first node repeated at the end, each node
+        # depending on the one before it; reversed, each task depends on the next.
         cycle = list(exc.args[1])
         cycle.reverse()
-        return CycleError(cycle)
+        if not problems:
+            return CycleError(cycle)
+        problems.append(CycleError(cycle).problems[0])
+    if problems:
+        return PlanError(problems)
     return None
