@@ -193,6 +193,7 @@ class Scheduler:
         self._running = 0
         self._terminal = 0
         self._cancel_reason: str | None = None
+        self._stopping = False  # fail-fast or cancel: nothing new starts, nothing retries
         self._finished = False
         self._gate_open = 0  # highest open wave/stage index
         self._gate_left: list[int] = []  # per gate: tasks not yet terminal
@@ -347,7 +348,7 @@ class Scheduler:
         info = self._info[task_id]
         attempt = self.attempts.get(task_id, 0)
         self._release_slot(task_id)
-        if event.retryable and attempt <= info.max_retries and self._cancel_reason is None:
+        if event.retryable and attempt <= info.max_retries and not self._stopping:
             self._set(task_id, TaskState.RETRY_WAIT, "TaskFailed")
             delay = backoff_delay(info.backoff, attempt, self.rng)
             if event.retry_after is not None:
@@ -362,7 +363,7 @@ class Scheduler:
         self._set(task_id, TaskState.FAILED, event)
         self.errors[task_id] = error
         self._pending_decisions.append(FailTask(task_id, error))
-        if self.fail_fast:
+        if self.fail_fast and not self._stopping:
             self._stop_everything(f"fail-fast: task {task_id!r} failed", skip=True)
         else:
             self._skip_dependents(task_id)
@@ -389,6 +390,7 @@ class Scheduler:
 
     def _stop_everything(self, reason: str, *, skip: bool) -> None:
         """Cancel running tasks; skip (fail-fast) or cancel (user) everything not started."""
+        self._stopping = True
         for task_id, state in self.state.items():
             if state is TaskState.RUNNING:
                 self._pending_decisions.append(CancelTask(task_id, True, reason))
