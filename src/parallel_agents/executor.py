@@ -365,8 +365,8 @@ class _Run:
         histories = {tid: r.history for tid, r in self.results.items()}
         busy = {tid: r.busy_seconds for tid, r in self.results.items()}
         ends = [r.finished_at for r in self.results.values() if r.finished_at is not None]
-        makespan = (max(ends) if ends else finished) - started
-        makespan = max(makespan, 0.0)
+        # Nothing ran (an empty plan, or cancelled before any start): no time was spent.
+        makespan = max(max(ends) - started, 0.0) if ends else 0.0
         serial = sum(busy.values())
         cp_seconds, cp = metrics.critical_path(self.plan, busy)
         workers = self.scheduler.max_workers
