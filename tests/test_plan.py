@@ -217,3 +217,11 @@ def test_python_built_plan_validation_errors() -> None:
         pa.Task(id="a", run=lambda: 1, command=["x"])
     with pytest.raises(ValueError, match="run must be callable|callable"):
         pa.Task(id="a", run=3)
+
+
+def test_yaml_scalars_in_command_and_booleans_explained() -> None:
+    plan = pa.Plan.from_text("tasks:\n  - {id: a, command: [sleep, 1, 0.5]}\n")
+    assert plan.task("a").command == ("sleep", "1", "0.5")
+    with pytest.raises(pa.PlanError) as info:
+        pa.Plan.from_text("tasks:\n  - {id: a, command: [true]}\n")
+    assert "read as a boolean" in str(info.value) and 'quote it, e.g. "true"' in str(info.value)

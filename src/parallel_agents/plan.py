@@ -122,6 +122,15 @@ class Task(BaseModel):
                 raise ValueError(f"cannot split command string: {exc}") from None
         if value is not None and len(value) == 0:
             raise ValueError("command is empty: give the program and its arguments as a list")
+        if isinstance(value, (list, tuple)):
+            # YAML reads `[sleep, 1]` as a number argument; argv items are strings.
+            for item in value:
+                if isinstance(item, bool):
+                    raise ValueError(
+                        f"command item {item!r} was read as a boolean (YAML turns true/yes/on "
+                        f"into booleans): quote it, e.g. \"{str(item).lower()}\""
+                    )
+            value = [str(v) if isinstance(v, (int, float)) else v for v in value]
         return value
 
     @field_validator("env", mode="before")
