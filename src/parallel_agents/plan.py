@@ -73,6 +73,10 @@ class Pool(BaseModel):
     retry_backoff_sec: float = Field(default=1.0, ge=0)
 
 
+#: Settings of a pool used but not declared (only `default` may be): one shared frozen copy.
+_UNDECLARED_POOL = Pool()
+
+
 class Task(BaseModel):
     """One unit of work. Exactly one of `command` (a program) or `run` (a Python callable)."""
 
@@ -196,20 +200,27 @@ class Plan(BaseModel):
         return self
 
     # -- lookups -------------------------------------------------------------------------
+    # Hot path: pydantic serves private attributes through a slow __getattr__; read the
+    # private storage directly (the executor looks tasks up several times per attempt).
     def task(self, task_id: str) -> Task:
-        return self._by_id[task_id]
+        return self.__pydantic_private__["_by_id"][task_id]  # type: ignore[index]
+
+    @property
+    def order(self) -> dict[str, int]:
+        """Task id -> its index in `tasks` (plan order, the last tie-breaker)."""
+        return self.__pydantic_private__["_order"]  # type: ignore[index]
 
     def __len__(self) -> int:
         return len(self.tasks)
 
     def pool_for(self, task: Task) -> Pool:
         """The pool a task runs in; the `default` pool exists even when not declared."""
-        return self.pools.get(task.pool) or Pool()
+        return self.pools.get(task.pool) or _UNDECLARED_POOL
 
     def all_pools(self) -> dict[str, Pool]:
         pools = dict(self.pools)
-        if any(t.pool == DEFAULT_POOL for t in self.tasks) and DEFAULT_POOL not in pools:
-            pools[DEFAULT_POOL] = Pool()
+        if DEFAULT_POOL not in pools and any(t.pool == DEFAULT_POOL for t in self.tasks):
+            pools[DEFAULT_POOL] = _UNDECLARED_POOL
         return pools
 
     def policy(self, task: Task) -> tuple[float | None, int, float]:

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from ..plan import Plan, Strategy
-from ._state import TERMINAL, TaskState, check_transition
+from ._state import TERMINAL, TRANSITIONS, TaskState, check_transition
 
 __all__ = [
     "Scheduler",
@@ -152,6 +152,7 @@ class _Info:
     remaining_path: float = 0.0
     waiting_on: int = 0
     gate: int = 0  # wave or stage index; 0 for strategies without gates
+    priority: int = 5
     max_retries: int = 0
     backoff: float = 1.0
 
@@ -205,7 +206,7 @@ class Scheduler:
         for index, task in enumerate(plan.tasks):
             _, retries, backoff = plan.policy(task)
             self._info[task.id] = _Info(
-                index=index, pool=task.pool, deps=task.depends_on,
+                index=index, pool=task.pool, deps=task.depends_on, priority=task.priority,
                 max_retries=retries, backoff=backoff,
             )
             self.state[task.id] = TaskState.PENDING
@@ -221,9 +222,9 @@ class Scheduler:
                 self.state[task_id] = TaskState.SUCCEEDED
                 self._terminal += 1
                 self._gate_left[self._info[task_id].gate] -= 1
-        for task in plan.tasks:
-            info = self._info[task.id]
-            info.waiting_on = sum(1 for d in info.deps if d not in done)
+        for info in self._info.values():
+            deps = info.deps
+            info.waiting_on = sum(1 for d in deps if d not in done) if done else len(deps)
         self._advance_gate()
         for task in plan.tasks:
             if self.state[task.id] is TaskState.PENDING:
@@ -322,7 +323,8 @@ class Scheduler:
     # -- transitions ---------------------------------------------------------------------
     def _set(self, task_id: str, new: TaskState, event: str) -> None:
         current = self.state[task_id]
-        check_transition(task_id, current, new, event)
+        if new not in TRANSITIONS[current]:  # the check, inlined: this runs per transition
+            check_transition(task_id, current, new, event)
         self.state[task_id] = new
         if new in TERMINAL:
             self._terminal += 1
@@ -442,15 +444,18 @@ class Scheduler:
 
     def _push_ready(self, task_id: str) -> None:
         info = self._info[task_id]
-        priority = self.plan.tasks[info.index].priority
+        # Flat entries compare fastest; `index` is unique, so `task_id` never gets compared.
+        entry: tuple
         if self.strategy == "sequential":
-            key: tuple = (info.index,)
+            entry = (info.index, task_id)
         else:
-            key = (-priority, -info.remaining_path, info.index)
-        heapq.heappush(self._heaps[info.pool], (key, task_id))
+            entry = (-info.priority, -info.remaining_path, info.index, task_id)
+        heapq.heappush(self._heaps[info.pool], entry)
 
     def _advance_gate(self) -> None:
         """Waves/pipeline: open the next gate once every task behind the current one ended."""
+        if len(self._gate_left) == 1:
+            return  # dependency/sequential: a single gate, always open
         opened = False
         while self._gate_open < len(self._gate_left) - 1 and self._gate_left[self._gate_open] == 0:
             self._gate_open += 1
@@ -469,14 +474,14 @@ class Scheduler:
         free = self._pool_free
         while self._running < self.max_workers:
             best_pool = None
-            best_key = None
+            best_entry = None
             for name, heap in heaps.items():
-                if heap and free[name] > 0 and (best_key is None or heap[0][0] < best_key):
-                    best_key = heap[0][0]
+                if heap and free[name] > 0 and (best_entry is None or heap[0] < best_entry):
+                    best_entry = heap[0]
                     best_pool = name
             if best_pool is None:
                 return
-            _, task_id = heapq.heappop(heaps[best_pool])
+            task_id = heapq.heappop(heaps[best_pool])[-1]
             self._set(task_id, TaskState.RUNNING, "Dispatch")
             free[best_pool] -= 1
             self._running += 1
