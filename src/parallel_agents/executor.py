@@ -167,6 +167,8 @@ class _Run:
         self.results: dict[str, TaskResult] = {
             t.id: TaskResult(id=t.id, pool=t.pool) for t in plan.tasks
         }
+        # Per-task policy, resolved once per task on its first attempt (hot path).
+        self._prepared: dict[str, tuple[Any, float | None, Agent | None]] = {}
         self.inflight: dict[str, asyncio.Task[None]] = {}
         self.timers: dict[str, asyncio.TimerHandle] = {}
         self.cancelling: set[str] = set()
@@ -280,9 +282,15 @@ class _Run:
             self.emit("task_cancelled", d.task_id, message=d.reason)
 
     # -- one attempt ---------------------------------------------------------------------
-    async def _attempt(self, task_id: str, record: AttemptRecord) -> None:
+    def _prepare(self, task_id: str) -> tuple[Any, float | None, Agent | None]:
         task = self.plan.task(task_id)
         timeout, _, _ = self.plan.policy(task)
+        prepared = (task, timeout, self.executor.agents.get(task.kind))
+        self._prepared[task_id] = prepared
+        return prepared
+
+    async def _attempt(self, task_id: str, record: AttemptRecord) -> None:
+        task, timeout, agent = self._prepared.get(task_id) or self._prepare(task_id)
         result = self.results[task_id]
         ctx = TaskContext(
             task=task, run_id=self.run_id, attempt=record.attempt,
@@ -292,7 +300,6 @@ class _Run:
                 "task_progress", task_id, attempt=record.attempt, message=msg,
                 data=None if frac is None else {"fraction": frac}),
         )
-        agent = self.executor.agents.get(task.kind)
         event: TaskSucceeded | TaskFailed | TaskCancelled
         try:
             if agent is None:
@@ -365,13 +372,14 @@ class _Run:
         histories = {tid: r.history for tid, r in self.results.items()}
         busy = {tid: r.busy_seconds for tid, r in self.results.items()}
         ends = [r.finished_at for r in self.results.values() if r.finished_at is not None]
-        makespan = (max(ends) if ends else finished) - started
-        makespan = max(makespan, 0.0)
+        # Nothing ran (an empty plan, or cancelled before any start): no time was spent.
+        makespan = max(max(ends) - started, 0.0) if ends else 0.0
         serial = sum(busy.values())
         cp_seconds, cp = metrics.critical_path(self.plan, busy)
         workers = self.scheduler.max_workers
         bound = metrics.lower_bound(
-            self.plan, busy, None if workers == float("inf") else int(workers)
+            self.plan, busy, None if workers == float("inf") else int(workers),
+            critical_path_seconds=cp_seconds,
         )
         intervals = [
             (a.started_at, a.finished_at)

@@ -28,8 +28,9 @@ def critical_path(plan: Plan, weight: Mapping[str, float]) -> tuple[float, list[
     """Longest path through the plan's DAG where each task weighs `weight[task_id]`."""
     best: dict[str, float] = {}
     prev: dict[str, str | None] = {}
+    by_id = {t.id: t for t in plan.tasks}
     for task_id in _topological(plan):
-        task = plan.task(task_id)
+        task = by_id[task_id]
         start = 0.0
         parent = None
         for dep in task.depends_on:
@@ -39,7 +40,8 @@ def critical_path(plan: Plan, weight: Mapping[str, float]) -> tuple[float, list[
         prev[task_id] = parent
     if not best:
         return 0.0, []
-    end = max(best, key=lambda t: (best[t], -plan._order[t]))
+    order = plan.order
+    end = max(best, key=lambda t: (best[t], -order[t]))
     path = [end]
     while prev[path[-1]] is not None:
         path.append(prev[path[-1]])  # type: ignore[arg-type]
@@ -64,10 +66,20 @@ def _topological(plan: Plan) -> list[str]:
     return order
 
 
-def lower_bound(plan: Plan, weight: Mapping[str, float], max_workers: int | None) -> float:
-    """A makespan no schedule can beat (see the module docstring)."""
-    path, _ = critical_path(plan, weight)
-    bound = path
+def lower_bound(
+    plan: Plan,
+    weight: Mapping[str, float],
+    max_workers: int | None,
+    *,
+    critical_path_seconds: float | None = None,
+) -> float:
+    """A makespan no schedule can beat (see the module docstring).
+
+    Pass `critical_path_seconds` when already computed with the same weights.
+    """
+    if critical_path_seconds is None:
+        critical_path_seconds, _ = critical_path(plan, weight)
+    bound = critical_path_seconds
     per_pool: dict[str, float] = {}
     for t in plan.tasks:
         per_pool[t.pool] = per_pool.get(t.pool, 0.0) + weight.get(t.id, 0.0)
@@ -86,7 +98,7 @@ def peak_concurrency(intervals: Iterable[tuple[float, float]]) -> int:
     for start, end in intervals:
         points.append((start, 1))
         points.append((end, -1))
-    points.sort(key=lambda p: (p[0], p[1]))  # ends before starts at the same instant
+    points.sort()  # ends (-1) before starts (+1) at the same instant
     peak = current = 0
     for _, delta in points:
         current += delta

@@ -73,6 +73,10 @@ class Pool(BaseModel):
     retry_backoff_sec: float = Field(default=1.0, ge=0)
 
 
+#: Settings of a pool used but not declared (only `default` may be): one shared frozen copy.
+_UNDECLARED_POOL = Pool()
+
+
 class Task(BaseModel):
     """One unit of work. Exactly one of `command` (a program) or `run` (a Python callable)."""
 
@@ -122,6 +126,15 @@ class Task(BaseModel):
                 raise ValueError(f"cannot split command string: {exc}") from None
         if value is not None and len(value) == 0:
             raise ValueError("command is empty: give the program and its arguments as a list")
+        if isinstance(value, (list, tuple)):
+            # YAML reads `[sleep, 1]` as a number argument; argv items are strings.
+            for item in value:
+                if isinstance(item, bool):
+                    raise ValueError(
+                        f"command item {item!r} was read as a boolean (YAML turns true/yes/on "
+                        f"into booleans): quote it, e.g. \"{str(item).lower()}\""
+                    )
+            value = [str(v) if isinstance(v, (int, float)) else v for v in value]
         return value
 
     @field_validator("env", mode="before")
@@ -187,20 +200,27 @@ class Plan(BaseModel):
         return self
 
     # -- lookups -------------------------------------------------------------------------
+    # Hot path: pydantic serves private attributes through a slow __getattr__; read the
+    # private storage directly (the executor looks tasks up several times per attempt).
     def task(self, task_id: str) -> Task:
-        return self._by_id[task_id]
+        return self.__pydantic_private__["_by_id"][task_id]  # type: ignore[index]
+
+    @property
+    def order(self) -> dict[str, int]:
+        """Task id -> its index in `tasks` (plan order, the last tie-breaker)."""
+        return self.__pydantic_private__["_order"]  # type: ignore[index]
 
     def __len__(self) -> int:
         return len(self.tasks)
 
     def pool_for(self, task: Task) -> Pool:
         """The pool a task runs in; the `default` pool exists even when not declared."""
-        return self.pools.get(task.pool) or Pool()
+        return self.pools.get(task.pool) or _UNDECLARED_POOL
 
     def all_pools(self) -> dict[str, Pool]:
         pools = dict(self.pools)
-        if any(t.pool == DEFAULT_POOL for t in self.tasks) and DEFAULT_POOL not in pools:
-            pools[DEFAULT_POOL] = Pool()
+        if DEFAULT_POOL not in pools and any(t.pool == DEFAULT_POOL for t in self.tasks):
+            pools[DEFAULT_POOL] = _UNDECLARED_POOL
         return pools
 
     def policy(self, task: Task) -> tuple[float | None, int, float]:
@@ -280,17 +300,23 @@ class Plan(BaseModel):
                 problems.append(PlanProblem(str(key), _unknown_key(str(key), known)))
 
         pools: dict[str, Pool] = {}
+        known_pools: set[str] = set()
         raw_pools = data.get("pools") or {}
         if not isinstance(raw_pools, Mapping):
             problems.append(PlanProblem("pools", "must be a mapping of pool name -> settings"))
             raw_pools = {}
         for name, raw in raw_pools.items():
+            known_pools.add(str(name))
             try:
                 pools[str(name)] = Pool.model_validate(raw or {})
             except ValidationError as exc:
                 problems += _validation_problems(exc, f"pools.{name}", set(Pool.model_fields))
 
         tasks: list[Task] = []
+        positions: list[int] = []  # each valid task's index in the file's `tasks` list
+        # Tasks and pools that failed validation still exist for the graph checks, so one
+        # typo does not also report "unknown task"/"unknown pool" or hide a duplicate id.
+        invalid_ids: dict[str, int] = {}
         raw_tasks = data.get("tasks") or []
         if not isinstance(raw_tasks, list):
             problems.append(PlanProblem("tasks", "must be a list of tasks"))
@@ -305,11 +331,16 @@ class Plan(BaseModel):
             if "run" in raw:
                 problems.append(PlanProblem(f"{where}.run", "`run` is only for Python callables; "
                                             "in a plan file use `command`"))
+                if isinstance(raw.get("id"), str):
+                    invalid_ids.setdefault(raw["id"], index)
                 continue
             try:
                 tasks.append(Task.model_validate(raw))
+                positions.append(index)
             except ValidationError as exc:
                 problems += _validation_problems(exc, where, set(Task.model_fields) - {"run"})
+                if isinstance(raw.get("id"), str):
+                    invalid_ids.setdefault(raw["id"], index)
 
         top: dict[str, Any] = {}
         for key in ("name", "max_workers", "strategy", "stages"):
@@ -321,7 +352,8 @@ class Plan(BaseModel):
             problems += _validation_problems(exc, "", known)
             header = None
 
-        graph = _graph_problems(tasks, pools)
+        graph = _graph_problems(tasks, pools, positions=positions, invalid_ids=invalid_ids,
+                                known_pools=known_pools)
         if graph is not None:
             problems += graph.problems
         if problems:
@@ -380,21 +412,34 @@ def _validation_problems(exc: ValidationError, where: str, known: set[str]) -> l
     return problems
 
 
-def _graph_problems(tasks: Iterable[Task], pools: Mapping[str, Pool]) -> PlanError | None:
-    """Duplicate ids, unknown dependencies, unknown pools, then cycles (as a path)."""
+def _graph_problems(
+    tasks: Iterable[Task],
+    pools: Mapping[str, Pool],
+    *,
+    positions: list[int] | None = None,
+    invalid_ids: Mapping[str, int] | None = None,
+    known_pools: Iterable[str] = (),
+) -> PlanError | None:
+    """Duplicate ids, unknown dependencies, unknown pools and cycles (as a path).
+
+    `positions` are the tasks' indices in the source list and `invalid_ids` the ids of
+    tasks that failed validation there, so locations stay right and nothing is reported twice.
+    """
     problems: list[PlanProblem] = []
-    seen: dict[str, int] = {}
     tasks = list(tasks)
-    for index, task in enumerate(tasks):
-        if task.id in seen:
+    where = positions if positions is not None else list(range(len(tasks)))
+    seen: dict[str, int] = dict(invalid_ids or {})
+    for index, task in zip(where, tasks):
+        first = seen.get(task.id)
+        if first is not None and first != index:
             problems.append(PlanProblem(
                 f"tasks[{index}] ({task.id})",
-                f"duplicate task id {task.id!r} (first used by tasks[{seen[task.id]}])",
+                f"duplicate task id {task.id!r} (first used by tasks[{first}])",
             ))
-        else:
+        elif first is None:
             seen[task.id] = index
-    pool_names = set(pools) | {DEFAULT_POOL}
-    for index, task in enumerate(tasks):
+    pool_names = set(pools) | set(known_pools) | {DEFAULT_POOL}
+    for index, task in zip(where, tasks):
         for dep in task.depends_on:
             if dep not in seen:
                 close = difflib.get_close_matches(dep, list(seen), n=1)
@@ -411,17 +456,20 @@ def _graph_problems(tasks: Iterable[Task], pools: Mapping[str, Pool]) -> PlanErr
                 f"unknown pool {task.pool!r}: {hint}declare it under `pools:` "
                 f"(known: {', '.join(sorted(pool_names))})",
             ))
-    if problems:
-        return PlanError(problems)
+    # Cycles among the dependencies that do exist are reported alongside the rest.
     sorter: graphlib.TopologicalSorter[str] = graphlib.TopologicalSorter()
     for task in tasks:
-        sorter.add(task.id, *task.depends_on)
+        sorter.add(task.id, *(d for d in task.depends_on if d in seen))
     try:
         sorter.prepare()
     except graphlib.CycleError as exc:
-        # graphlib gives the cycle with the first node repeated at the end, in
-        # "depends on" direction; reverse it so arrows read "must run before".
+        # graphlib gives the cycle with the first node repeated at the end, each node
+        # depending on the one before it; reversed, each task depends on the next.
         cycle = list(exc.args[1])
         cycle.reverse()
-        return CycleError(cycle)
+        if not problems:
+            return CycleError(cycle)
+        problems.append(CycleError(cycle).problems[0])
+    if problems:
+        return PlanError(problems)
     return None

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from ..plan import Plan, Strategy
-from ._state import TERMINAL, TaskState, check_transition
+from ._state import TERMINAL, TRANSITIONS, TaskState, check_transition
 
 __all__ = [
     "Scheduler",
@@ -152,6 +152,7 @@ class _Info:
     remaining_path: float = 0.0
     waiting_on: int = 0
     gate: int = 0  # wave or stage index; 0 for strategies without gates
+    priority: int = 5
     max_retries: int = 0
     backoff: float = 1.0
 
@@ -193,6 +194,7 @@ class Scheduler:
         self._running = 0
         self._terminal = 0
         self._cancel_reason: str | None = None
+        self._stopping = False  # fail-fast or cancel: nothing new starts, nothing retries
         self._finished = False
         self._gate_open = 0  # highest open wave/stage index
         self._gate_left: list[int] = []  # per gate: tasks not yet terminal
@@ -204,7 +206,7 @@ class Scheduler:
         for index, task in enumerate(plan.tasks):
             _, retries, backoff = plan.policy(task)
             self._info[task.id] = _Info(
-                index=index, pool=task.pool, deps=task.depends_on,
+                index=index, pool=task.pool, deps=task.depends_on, priority=task.priority,
                 max_retries=retries, backoff=backoff,
             )
             self.state[task.id] = TaskState.PENDING
@@ -220,9 +222,9 @@ class Scheduler:
                 self.state[task_id] = TaskState.SUCCEEDED
                 self._terminal += 1
                 self._gate_left[self._info[task_id].gate] -= 1
-        for task in plan.tasks:
-            info = self._info[task.id]
-            info.waiting_on = sum(1 for d in info.deps if d not in done)
+        for info in self._info.values():
+            deps = info.deps
+            info.waiting_on = sum(1 for d in deps if d not in done) if done else len(deps)
         self._advance_gate()
         for task in plan.tasks:
             if self.state[task.id] is TaskState.PENDING:
@@ -321,7 +323,8 @@ class Scheduler:
     # -- transitions ---------------------------------------------------------------------
     def _set(self, task_id: str, new: TaskState, event: str) -> None:
         current = self.state[task_id]
-        check_transition(task_id, current, new, event)
+        if new not in TRANSITIONS[current]:  # the check, inlined: this runs per transition
+            check_transition(task_id, current, new, event)
         self.state[task_id] = new
         if new in TERMINAL:
             self._terminal += 1
@@ -347,7 +350,7 @@ class Scheduler:
         info = self._info[task_id]
         attempt = self.attempts.get(task_id, 0)
         self._release_slot(task_id)
-        if event.retryable and attempt <= info.max_retries and self._cancel_reason is None:
+        if event.retryable and attempt <= info.max_retries and not self._stopping:
             self._set(task_id, TaskState.RETRY_WAIT, "TaskFailed")
             delay = backoff_delay(info.backoff, attempt, self.rng)
             if event.retry_after is not None:
@@ -362,7 +365,7 @@ class Scheduler:
         self._set(task_id, TaskState.FAILED, event)
         self.errors[task_id] = error
         self._pending_decisions.append(FailTask(task_id, error))
-        if self.fail_fast:
+        if self.fail_fast and not self._stopping:
             self._stop_everything(f"fail-fast: task {task_id!r} failed", skip=True)
         else:
             self._skip_dependents(task_id)
@@ -389,6 +392,7 @@ class Scheduler:
 
     def _stop_everything(self, reason: str, *, skip: bool) -> None:
         """Cancel running tasks; skip (fail-fast) or cancel (user) everything not started."""
+        self._stopping = True
         for task_id, state in self.state.items():
             if state is TaskState.RUNNING:
                 self._pending_decisions.append(CancelTask(task_id, True, reason))
@@ -440,15 +444,18 @@ class Scheduler:
 
     def _push_ready(self, task_id: str) -> None:
         info = self._info[task_id]
-        priority = self.plan.tasks[info.index].priority
+        # Flat entries compare fastest; `index` is unique, so `task_id` never gets compared.
+        entry: tuple
         if self.strategy == "sequential":
-            key: tuple = (info.index,)
+            entry = (info.index, task_id)
         else:
-            key = (-priority, -info.remaining_path, info.index)
-        heapq.heappush(self._heaps[info.pool], (key, task_id))
+            entry = (-info.priority, -info.remaining_path, info.index, task_id)
+        heapq.heappush(self._heaps[info.pool], entry)
 
     def _advance_gate(self) -> None:
         """Waves/pipeline: open the next gate once every task behind the current one ended."""
+        if len(self._gate_left) == 1:
+            return  # dependency/sequential: a single gate, always open
         opened = False
         while self._gate_open < len(self._gate_left) - 1 and self._gate_left[self._gate_open] == 0:
             self._gate_open += 1
@@ -467,14 +474,14 @@ class Scheduler:
         free = self._pool_free
         while self._running < self.max_workers:
             best_pool = None
-            best_key = None
+            best_entry = None
             for name, heap in heaps.items():
-                if heap and free[name] > 0 and (best_key is None or heap[0][0] < best_key):
-                    best_key = heap[0][0]
+                if heap and free[name] > 0 and (best_entry is None or heap[0] < best_entry):
+                    best_entry = heap[0]
                     best_pool = name
             if best_pool is None:
                 return
-            _, task_id = heapq.heappop(heaps[best_pool])
+            task_id = heapq.heappop(heaps[best_pool])[-1]
             self._set(task_id, TaskState.RUNNING, "Dispatch")
             free[best_pool] -= 1
             self._running += 1
