@@ -430,7 +430,8 @@ def create_app(
             async for event in manager.events(execution_id, start):
                 yield {"id": str(event["seq"]), "data": json.dumps(event)}
 
-        return EventSourceResponse(stream(), ping=15, headers={"Cache-Control": "no-store"})
+        return EventSourceResponse(stream(), ping=15, sep="\n",
+                                   headers={"Cache-Control": "no-store"})
 
     @app.post("/api/execution/{execution_id}/cancel", response_model=CancelResponse,
               tags=["executions"])
