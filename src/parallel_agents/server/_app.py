@@ -387,7 +387,7 @@ def create_app(
                            "plan; send a `plan` (the plan-file schema: {\"tasks\": [{\"id\": "
                            "..., \"command\": [...]}]}) instead of `message`")
         plan = await planner(message, session_key=session_key, project=project,
-                             force_parallel=True)
+                             force_parallel=force_parallel)
         if plan is None:
             raise ApiError(422, "not_parallel",
                            "the coordinator found nothing to run in parallel for this "
