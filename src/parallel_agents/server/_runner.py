@@ -15,6 +15,12 @@ from .._exceptions import UsageError
 
 __all__ = ["is_loopback", "check_bind", "serve", "ServerThread"]
 
+# Always asyncio's own loop, even where uvloop is installed: under uvloop, writing a command
+# task's stdin fails with "unable to perform operation on <WriteUnixTransport closed=True>"
+# when many subprocesses run at once (MagicStack/uvloop#506, open), which failed about half of
+# the executions in benchmarks/http_load.py. The executor is tested on asyncio's loop.
+LOOP = "asyncio"
+
 
 def is_loopback(host: str) -> bool:
     if host == "localhost":
@@ -39,7 +45,7 @@ def serve(app: Any, host: str = "127.0.0.1", port: int = 8000, *,
           log_level: str = "info") -> None:
     """Run `app` in the foreground until Ctrl-C (uvicorn handles the signals)."""
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False,
-                timeout_graceful_shutdown=15)
+                timeout_graceful_shutdown=15, loop=LOOP)
 
 
 class ServerThread:
@@ -57,7 +63,7 @@ class ServerThread:
         self.sock.listen(2048)
         self.host, self.port = self.sock.getsockname()[:2]
         self.url = f"http://{self.host}:{self.port}"
-        config = uvicorn.Config(app, log_level=log_level, access_log=False,
+        config = uvicorn.Config(app, log_level=log_level, access_log=False, loop=LOOP,
                                 timeout_graceful_shutdown=5, backlog=2048)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
