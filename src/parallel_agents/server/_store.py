@@ -65,9 +65,15 @@ class ExecutionStore(Protocol):
 
 
 class MemoryExecutionStore:
-    """Keeps everything in this process. Fast, and forgotten when the server stops."""
+    """Keeps everything in this process. Fast, and forgotten when the server stops.
 
-    def __init__(self) -> None:
+    At most `max_finished` finished executions are kept (oldest dropped first), so a server
+    that runs for weeks does not grow without bound; running ones are never dropped.
+    """
+
+    def __init__(self, max_finished: int = 10_000) -> None:
+        self.max_finished = max_finished
+        self._finished: dict[str, None] = {}  # insertion-ordered: oldest first
         self._records: dict[str, ExecutionRecord] = {}
         # The gateway calls from its event loop only; the lock makes direct use from other
         # threads (tests, an embedding application) safe too.
@@ -90,6 +96,11 @@ class MemoryExecutionStore:
             record.status = status
             record.finished_at = finished_at
             record.result = result
+            self._finished[execution_id] = None
+            while len(self._finished) > self.max_finished:
+                oldest = next(iter(self._finished))
+                del self._finished[oldest]
+                self._records.pop(oldest, None)
 
     def get(self, execution_id: str) -> ExecutionRecord | None:
         return self._records.get(execution_id)
