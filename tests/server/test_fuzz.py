@@ -47,7 +47,7 @@ _CASES = [pytest.param(op, mode, id=f"{op.label} {mode.value}")
 @pytest.mark.parametrize(("operation", "mode"), _CASES)
 def test_no_input_causes_a_server_error(operation, mode, fuzz_server: ServerThread) -> None:
     @given(case=operation.as_strategy(generation_mode=mode))
-    @settings(max_examples=25, deadline=None, derandomize=True, database=None,
+    @settings(max_examples=50, deadline=None, derandomize=True, database=None,
               suppress_health_check=list(HealthCheck))
     def check(case) -> None:
         response = case.call_and_validate(base_url=fuzz_server.url, headers=AUTH, timeout=30,

@@ -130,6 +130,10 @@ def test_bad_json_and_bad_bodies(client):
     r = client.post("/api/execute-parallel", content=b'{"plan": ',
                     headers={"Content-Type": "application/json"})
     assert_error(r, 400, "invalid_json", "not valid JSON")
+    deep = b'{"plan": ' + b"[" * 20_000 + b"]" * 20_000 + b"}"
+    assert_error(client.post("/api/execute-parallel", content=deep,
+                             headers={"Content-Type": "application/json"}),
+                 400, "invalid_json", "nested too deeply")
     assert_error(client.post("/api/execute-parallel", json=[1, 2]), 422, "invalid_request",
                  "JSON object")
     assert_error(client.post("/api/execute-parallel", json={"plan": {}, "bogus": 1}), 422,

@@ -128,6 +128,11 @@ def install_error_handlers(app: FastAPI) -> None:
         elif status == 405:
             message = (f"{request.method} is not allowed on {request.url.path}; "
                        f"see /docs for the methods it accepts")
+        elif status == 400 and exc.detail == "There was an error parsing the body":
+            return error_response(
+                400, "invalid_json",
+                "the request body could not be parsed (is the JSON nested too deeply?); send "
+                "a JSON object with Content-Type: application/json")
         else:
             message = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
         return error_response(status, _TYPES.get(status, "error"), message,

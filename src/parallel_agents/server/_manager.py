@@ -234,16 +234,6 @@ class ExecutionManager:
                 continue
             await wake.wait()
 
-    async def wait(self, execution_id: str) -> ExecutionRecord:
-        """Until the execution has ended (tests, the CLI, the benchmark)."""
-        live = self.live.get(execution_id)
-        if live is not None and live.runner is not None:
-            await asyncio.shield(live.runner)
-        record = self.store.get(execution_id)
-        if record is None:
-            raise ExecutionNotFound(execution_id)
-        return record
-
     async def shutdown(self, timeout: float = 10.0) -> None:
         """Cancel every running execution and wait (bounded) for them to stop cleanly."""
         runners = [live.runner for live in self.live.values() if live.runner is not None]
