@@ -16,9 +16,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import TOKEN, plan_of, sleep_task
 from playwright.sync_api import Page, expect, sync_playwright
 
-from conftest import TOKEN, plan_of, sleep_task
 from parallel_agents.server import ServerThread, create_app
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

@@ -10,11 +10,11 @@ from collections.abc import Iterator
 
 import pytest
 import schemathesis
+from conftest import TOKEN
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 
-from conftest import TOKEN
 from parallel_agents.server import Limits, ServerThread, create_app
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

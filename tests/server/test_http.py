@@ -6,7 +6,6 @@ import sys
 
 import httpx
 import pytest
-
 from conftest import ALICE, BOB, TOKEN, client_for, plan_of, read_sse, sleep_task, wait_finished
 
 
@@ -206,6 +205,7 @@ def test_sessions_see_only_their_own_executions(server):
         assert eid not in [i["execution_id"] for i in bob.get("/api/executions").json()["items"]]
         assert eid in [i["execution_id"] for i in alice.get("/api/executions").json()["items"]]
         assert operator.get(f"/api/execution/{eid}").status_code == 200
+        assert_error(alice.get("/metrics"), 403, "forbidden", "operator token")
         r = alice.post("/api/execute-parallel",
                        json={"plan": plan_of(sleep_task("a")), "sessionKey": "bob"})
         assert_error(r, 403, "forbidden", "not your session")

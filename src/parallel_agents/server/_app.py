@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Annotated, Any, Protocol
 
-from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi import Depends, FastAPI, Header, Query
 from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -25,7 +25,7 @@ from ._metrics import GatewayMetrics
 from ._redact import Redactor
 from ._store import ExecutionRecord, ExecutionStore
 
-__all__ = ["create_app", "Planner", "Limits"]
+__all__ = ["Limits", "Planner", "create_app"]
 
 
 class Planner(Protocol):
@@ -61,7 +61,7 @@ class ExecuteRequest(BaseModel):
                                 description="A request text for the coordinator to plan.")
     plan: dict[str, Any] | None = Field(
         default=None, description="A plan, as in a plan file (`tasks`, `pools`, ...).")
-    sessionKey: str | None = Field(default=None, min_length=1, max_length=200)  # noqa: N815
+    sessionKey: str | None = Field(default=None, min_length=1, max_length=200)
     project: str | None = Field(default=None, min_length=1, max_length=200)
     force_parallel: bool = Field(
         default=False, description="With `message`: plan in parallel even if the coordinator "
@@ -75,7 +75,7 @@ class ChatRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     message: str = Field(min_length=1, max_length=100_000)
-    sessionKey: str | None = Field(default=None, min_length=1, max_length=200)  # noqa: N815
+    sessionKey: str | None = Field(default=None, min_length=1, max_length=200)
     project: str | None = Field(default=None, min_length=1, max_length=200)
 
 
@@ -93,7 +93,7 @@ class ExecutionView(BaseModel):
     execution_id: str
     status: str
     plan: str
-    sessionKey: str | None  # noqa: N815
+    sessionKey: str | None
     project: str | None
     created_at: float
     finished_at: float | None
@@ -448,7 +448,7 @@ def create_app(
         who: Principal = who_dep,
         offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
-        sessionKey: Annotated[str | None, Query(max_length=200)] = None,  # noqa: N803
+        sessionKey: Annotated[str | None, Query(max_length=200)] = None,
     ) -> dict[str, Any]:
         """Executions you may see, newest first."""
         rows, total = manager.list(who, session_key=sessionKey, offset=offset, limit=limit)
@@ -485,8 +485,10 @@ def create_app(
     @app.get("/metrics", tags=["operations"], response_class=Response,
              responses={200: {"content": {"text/plain": {}}}})
     async def prometheus_metrics(who: Principal = who_dep) -> Response:
-        """Prometheus text format."""
-        del who
+        """Prometheus text format (operator token only: the figures span every session)."""
+        if not who.operator:
+            raise ApiError(403, "forbidden", "/metrics covers every session's executions: "
+                           "it needs the operator token (--token), not a session token")
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     static = resources.files("parallel_agents.server") / "static"

@@ -86,8 +86,7 @@ def install_error_handlers(app: FastAPI) -> None:
         problems = []
         for e in errors:
             msg = str(e.get("msg", "invalid value"))
-            if msg.startswith("Value error, "):
-                msg = msg[len("Value error, "):]
+            msg = msg.removeprefix("Value error, ")
             problems.append({"location": _location(tuple(e.get("loc", ()))), "message": msg})
         summary = "; ".join(f"{p['location']}: {p['message']}" for p in problems[:3])
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""

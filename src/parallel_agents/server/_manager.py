@@ -25,7 +25,7 @@ from ..simulate import simulate
 from ._redact import Redactor, plan_secrets
 from ._store import ExecutionRecord, ExecutionStore, MemoryExecutionStore
 
-__all__ = ["ExecutionManager", "Principal", "ExecutionNotFound", "TooManyExecutions"]
+__all__ = ["ExecutionManager", "ExecutionNotFound", "Principal", "TooManyExecutions"]
 
 log = logging.getLogger("parallel_agents.server")
 
@@ -115,7 +115,7 @@ class ExecutionManager:
         tasks = [redact(_task_view(t)) for t in plan.tasks]
         try:
             estimate = simulate(plan, strategy=executor.strategy).makespan
-        except Exception:  # noqa: BLE001 - an estimate must never block a run
+        except Exception:
             log.exception("could not estimate the duration of execution %s", execution_id)
             estimate = 0.0
         record = ExecutionRecord(
@@ -144,7 +144,7 @@ class ExecutionManager:
         except asyncio.CancelledError:
             status = "cancelled"
             result = {"status": status, "reason": "the server stopped during the run"}
-        except Exception as exc:  # noqa: BLE001 - recorded on the execution, never lost
+        except Exception as exc:
             log.exception("execution %s crashed", execution_id)
             result = {"status": status, "reason": live.redact(f"{type(exc).__name__}: {exc}")}
         finally:

@@ -6,14 +6,13 @@ import ipaddress
 import socket
 import threading
 import time
-from types import TracebackType
 from typing import Any
 
 import uvicorn
 
 from .._exceptions import UsageError
 
-__all__ = ["is_loopback", "check_bind", "serve", "ServerThread"]
+__all__ = ["ServerThread", "check_bind", "is_loopback", "serve"]
 
 # Always asyncio's own loop, even where uvloop is installed: under uvloop, writing a command
 # task's stdin fails with "unable to perform operation on <WriteUnixTransport closed=True>"
@@ -86,5 +85,5 @@ class ServerThread:
     def __enter__(self) -> ServerThread:
         return self.start()
 
-    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
