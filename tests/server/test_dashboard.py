@@ -42,29 +42,38 @@ def page() -> Iterator[Page]:
         browser.close()
 
 
-def bar_width(page: Page, task: str) -> float:
-    return page.eval_on_selector(f'.row[data-task="{task}"] .bar',
-                                 "el => el.getBoundingClientRect().width")
+def bar_fraction(page: Page, task: str) -> float:
+    """The bar's width as a fraction of its track, measured in one go (the page redraws)."""
+    return page.evaluate("""task => {
+        const row = document.querySelector(`.row[data-task="${task}"]`);
+        const bar = row.querySelector(".bar"), track = row.querySelector(".track");
+        return bar.getBoundingClientRect().width / track.getBoundingClientRect().width;
+    }""", task)
 
 
 def test_dashboard_runs_a_plan_and_draws_a_live_gantt(page: Page, page_server: ServerThread,
                                                       tmp_path: Path) -> None:
     page.goto(f"{page_server.url}/#token={TOKEN}")
     plan = plan_of(
-        sleep_task("schema", 1.5), sleep_task("frontend", 3.0),
-        sleep_task("backend", 2.0, depends_on=["schema"]),
-        sleep_task("audit", 1.0, depends_on=["backend"]),
+        sleep_task("schema", 1.5, estimated_seconds=1.5),
+        sleep_task("frontend", 3.0, estimated_seconds=3),
+        sleep_task("backend", 2.0, depends_on=["schema"], estimated_seconds=2),
+        sleep_task("audit", 1.0, depends_on=["backend"], estimated_seconds=1),
     )
     page.click("#new-run summary")
     page.fill("#plan-text", json.dumps(plan))
     page.click("#start-run")
 
+    # The time axis is the predicted makespan (4.5 s) until the run outlasts it.
+    expect(page.locator("#figures")).to_contain_text("4.5 s", timeout=20_000)
     expect(page.locator('.row[data-task="frontend"] .bar')).to_have_count(1, timeout=20_000)
-    first = bar_width(page, "frontend")
+    first = bar_fraction(page, "frontend")
     time.sleep(1.0)
-    later = bar_width(page, "frontend")
-    assert later > first, f"running bar did not grow ({first} -> {later})"
+    later = bar_fraction(page, "frontend")
+    assert later > first, f"running bar did not grow ({first:.2f} -> {later:.2f} of the axis)"
+    assert first < 0.9, "a running bar should not span the whole axis"
     expect(page.locator("#exec-status")).to_have_text("running")
+    page.screenshot(path=str(tmp_path / "running.png"))
 
     expect(page.locator("#exec-status")).to_have_text("succeeded", timeout=30_000)
     expect(page.locator(".bar.succeeded")).to_have_count(4)

@@ -173,7 +173,9 @@ function render() {
   const t0 = ex.t0 || now;
   let end = t0 + 0.001;
   for (const id of ex.order) for (const a of ex.tasks[id].attempts) end = Math.max(end, a.end || now);
-  const span = end - t0;
+  // The axis spans the predicted makespan until the run outlasts it, so bars visibly grow
+  // left to right instead of every running bar always reaching the right edge.
+  const span = Math.max(end - t0, Number(info.estimated_duration) || 0);
   const gantt = $("#gantt");
   gantt.replaceChildren(...ex.order.map((id) => {
     const t = ex.tasks[id];
