@@ -17,6 +17,9 @@ def test_events_after_a_seq_and_listing_by_owner_newest_first() -> None:
     store.append_events("e1", [{"seq": i, "kind": "x"} for i in range(1, 6)])
     assert [e["seq"] for e in store.events_after("e1", 2)] == [3, 4, 5]
     assert store.events_after("e1", 5) == [] and store.events_after("nope", 0) == []
+    store.append_events("e2", [{"seq": i, "kind": "x"} for i in range(41, 44)])  # resumed run
+    assert [e["seq"] for e in store.events_after("e2", 0)] == [41, 42, 43]
+    assert [e["seq"] for e in store.events_after("e2", 42)] == [43]
     rows, total = store.list(owner="alice", all_owners=False, session_key=None, offset=0,
                              limit=10)
     assert [r.execution_id for r in rows] == ["e2", "e1"] and total == 2

@@ -29,9 +29,6 @@ __all__ = ["ExecutionManager", "ExecutionNotFound", "Principal", "TooManyExecuti
 
 log = logging.getLogger("parallel_agents.server")
 
-_TERMINAL_TASK = {"succeeded", "failed", "skipped", "cancelled"}
-
-
 @dataclass(frozen=True, slots=True)
 class Principal:
     """Who is asking. `session` None with `operator` True sees every execution."""

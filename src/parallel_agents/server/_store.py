@@ -8,6 +8,7 @@ implements the same protocol; then a restart of the server no longer forgets pas
 
 from __future__ import annotations
 
+import bisect
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -110,8 +111,8 @@ class MemoryExecutionStore:
         record = self._records.get(execution_id)
         if record is None:
             return []
-        # seq is 1-based and dense, so event n sits at index n-1.
-        start = max(seq, 0)
+        # Events are in seq order (a resumed run's seqs need not start at 1): bisect.
+        start = bisect.bisect_right(record.events, seq, key=lambda e: e["seq"])
         return record.events[start:start + limit]
 
     def list(self, *, owner: str | None, all_owners: bool, session_key: str | None,
