@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import TOKEN, plan_of, sleep_task
+from http_support import TOKEN, plan_of, sleep_task
 from playwright.sync_api import Page, expect, sync_playwright
 
 from parallel_agents.server import ServerThread, create_app

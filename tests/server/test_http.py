@@ -6,7 +6,7 @@ import sys
 
 import httpx
 import pytest
-from conftest import ALICE, BOB, TOKEN, client_for, plan_of, read_sse, sleep_task, wait_finished
+from http_support import ALICE, BOB, TOKEN, client_for, plan_of, read_sse, sleep_task, wait_finished
 
 
 def start(client: httpx.Client, plan: dict, **extra) -> str:

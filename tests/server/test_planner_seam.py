@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from conftest import plan_of, sleep_task, wait_finished
+from http_support import plan_of, sleep_task, wait_finished
 
 from parallel_agents import Plan
 from parallel_agents.server import ServerThread, create_app
