@@ -205,6 +205,11 @@ def _json_default(value: Any) -> Any:
     return repr(value)
 
 
+from . import cli_server  # noqa: E402 - commands in their own modules register themselves
+
+cli_server.register(app)
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

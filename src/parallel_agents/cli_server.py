@@ -1,0 +1,76 @@
+"""`parallel-agents serve`: the HTTP gateway and dashboard."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated, Optional
+
+import typer
+
+__all__ = ["register"]
+
+EXIT_USAGE = 2
+TOKEN_ENV = "PARALLEL_AGENTS_TOKEN"
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(EXIT_USAGE)
+
+
+def _parse_sessions(values: list[str]) -> dict[str, str]:
+    sessions: dict[str, str] = {}
+    for value in values:
+        name, sep, secret = value.partition(":")
+        if not sep or not name or not secret:
+            _fail(f"--session {value!r}: use --session NAME:TOKEN")
+        if name in sessions:
+            _fail(f"--session {name!r} is given twice")
+        sessions[name] = secret
+    return sessions
+
+
+def serve_command(
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="TCP port.")] = 8000,
+    token: Annotated[Optional[str], typer.Option(
+        "--token", help=f"Operator token required on every endpoint but /healthz (default: "
+        f"${TOKEN_ENV}). Required when --host is not a loopback address.",
+        show_default=False)] = None,
+    session: Annotated[Optional[list[str]], typer.Option(
+        "--session", help="NAME:TOKEN, repeatable: a session token that sees only its own "
+        "executions.")] = None,
+    store: Annotated[Optional[str], typer.Option(
+        "--store", help="Durable store path. Not available yet: executions are kept in "
+        "memory.")] = None,
+    max_body_bytes: Annotated[int, typer.Option(
+        "--max-body-bytes", min=1024, help="Largest request body accepted.")] = 2 * 1024 * 1024,
+    max_tasks: Annotated[int, typer.Option(
+        "--max-tasks", min=1, help="Most tasks in one plan.")] = 1000,
+    log_level: Annotated[str, typer.Option("--log-level")] = "info",
+) -> None:
+    """Serve the HTTP API (see /docs) and the live dashboard (/) for many executions at once."""
+    from ._exceptions import UsageError
+    from .server import Limits, check_bind, create_app, serve
+
+    token = token or os.environ.get(TOKEN_ENV) or None
+    sessions = _parse_sessions(session or [])
+    if store is not None:
+        _fail("--store is not available in this version yet (executions are kept in memory); "
+              "run without --store")
+    try:
+        check_bind(host, token, sessions)
+    except UsageError as exc:
+        _fail(str(exc))
+    app = create_app(token=token, session_tokens=sessions,
+                     limits=Limits(max_body_bytes=max_body_bytes, max_tasks=max_tasks))
+    shown = f"[{host}]" if ":" in host else host
+    auth = " (paste your token in the page, or open it with #token=YOUR_TOKEN)" \
+        if token or sessions else ""
+    typer.echo(f"dashboard: http://{shown}:{port}/{auth}", err=True)
+    typer.echo(f"API docs:  http://{shown}:{port}/docs", err=True)
+    serve(app, host, port, log_level=log_level)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve_command)

@@ -1,0 +1,30 @@
+"""The HTTP gateway: run plans over HTTP, follow them live (SSE), and a dashboard.
+
+    from parallel_agents.server import create_app, ServerThread
+    with ServerThread(create_app(token="s3cret")) as server:
+        print(server.url)
+"""
+
+from ._app import Limits, Planner, create_app
+from ._manager import ExecutionManager, ExecutionNotFound, Principal, TooManyExecutions
+from ._redact import Redactor
+from ._runner import ServerThread, check_bind, is_loopback, serve
+from ._store import ExecutionRecord, ExecutionStore, MemoryExecutionStore
+
+__all__ = [
+    "ExecutionManager",
+    "ExecutionNotFound",
+    "ExecutionRecord",
+    "ExecutionStore",
+    "Limits",
+    "MemoryExecutionStore",
+    "Planner",
+    "Principal",
+    "Redactor",
+    "ServerThread",
+    "TooManyExecutions",
+    "check_bind",
+    "create_app",
+    "is_loopback",
+    "serve",
+]
