@@ -222,10 +222,8 @@ def config_show_command(
         return
     out = Console(highlight=False, soft_wrap=True)
     out.print(Text(f"config file: {config.file or '(none found)'}"))
-    table = Table(show_header=True, box=None, pad_edge=False)
-    for col in ("setting", "value", "source"):
-        table.add_column(col)
-    for key, setting in config.shown().items():
+    shown = config.shown()
+    width = max((len(k) for k in shown), default=10) + 2
+    for key, setting in shown.items():
         value = "(not set)" if setting.value is None else str(setting.value)
-        table.add_row(key, Text(value), setting.source)
-    out.print(table)
+        out.print(Text(f"{key:<{width}}{value:<28} [{setting.source}]"))

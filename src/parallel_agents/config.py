@@ -112,7 +112,8 @@ class Config:
         out = dict(self.settings)
         for name, (pool, src) in sorted(self.pools.items()):
             for key, value in pool.model_dump().items():
-                out[f"pools.{name}.{key}"] = Setting(value, src)
+                out[f"pools.{name}.{key}"] = Setting(
+                    value, src if key in pool.model_fields_set else "default")
         for name, (prov, src) in sorted(self.providers.items()):
             for key, value in prov.items():
                 if key == "api_key_env":
