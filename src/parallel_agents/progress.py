@@ -210,8 +210,9 @@ class LiveProgress:
         self.view.apply(event)
         if event.kind in ("task_failed", "task_retrying"):
             # Failures deserve a line that stays on screen after the live area goes.
-            mark = "✗" if event.kind == "task_failed" else "↻"
-            self._live.console.print(f"{mark} {event.task_id}: {_short(event.message)}",
+            what = ("✗ {} failed" if event.kind == "task_failed"
+                    else "↻ {} failed, retrying as attempt " + str(event.attempt))
+            self._live.console.print(f"{what.format(event.task_id)}: {_short(event.message)}",
                                      markup=False, highlight=False)
 
     def start(self) -> None:
@@ -347,7 +348,8 @@ def summary_rows(result: RunResult | dict[str, Any], plan: Plan | None = None) -
         ("makespan", f"{makespan:.2f}s"),
         ("serial estimate", f"{serial:.2f}s"),
         ("time saved", f"{max(0.0, serial - makespan):.2f}s"
-                       + (f" ({(serial - makespan) / serial * 100:.1f}%)" if serial > 0 else "")),
+                       + (f" ({max(0.0, serial - makespan) / serial * 100:.1f}%)"
+                          if serial > 0 else "")),
         ("speedup", f"{float(d['speedup']):.2f}x"),
         ("efficiency (bound / makespan)", f"{float(d['efficiency']) * 100:.0f}%"),
     ]

@@ -85,6 +85,19 @@ def test_live_display_shows_running_tasks_counts_pools_and_eta_then_the_summary(
         "frontend", "backend", "schema", "security-audit"}
 
 
+def test_failures_and_retries_stay_on_screen_above_the_summary(tmp_path) -> None:
+    from test_report import FLAKY_PLAN
+
+    plan = tmp_path / "flaky.yaml"
+    plan.write_text(FLAKY_PLAN)
+    snapshots, final, _, code = _run_in_pty("run", str(plan), scale="0.02")
+    assert code == 1
+    assert "✗ broken failed: exit code 1: disk on fire" in final
+    assert "↻ flaky failed, retrying as attempt 2: exit code 1" in final
+    assert "run " in final and "partial" in final and "60.0%" in final
+    assert "reason: 1 task(s) failed: broken" in final
+
+
 def test_quiet_prints_nothing_on_the_terminal() -> None:
     snapshots, _, _, code = _run_in_pty("run", str(RESTAURANT), "--quiet", scale="0.02")
     assert code == 0
