@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import html
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -211,10 +213,13 @@ def build_report(run: dict[str, Any], plan_dict: dict[str, Any]) -> ReportData:
     points.sort(key=lambda p: (p[0], p[1]))
     steps: list[tuple[float, int]] = [(0.0, 0)]
     level = 0
+    # Changes closer together than this are one step: a task starting a few milliseconds
+    # after another ended is "the slot stayed busy", not a dip to zero worth drawing.
+    blur = float(run["makespan_seconds"]) / 500
     for when, delta in points:
         level += delta
-        if steps and steps[-1][0] == when:
-            steps[-1] = (when, level)
+        if steps and when - steps[-1][0] <= blur:
+            steps[-1] = (steps[-1][0], level)
         else:
             steps.append((when, level))
     kind_of = {t.id: _agent_name(raw) for t, raw in zip(plan.tasks, plan_dict.get("tasks") or [])}
@@ -261,6 +266,10 @@ def _gantt_svg(r: ReportData) -> str:
         weight = "bold" if tid in r.run.get("critical_path", []) else "normal"
         parts.append(f'<text x="4" y="{y + 15}" font-size="12" font-weight="{weight}">'
                      f'{_esc(pool)} / {_esc(tid)}</text>')
+        status = r.run["tasks"][tid].get("status")
+        if not r.run["tasks"][tid].get("history"):
+            parts.append(f'<text x="{label_w + 4}" y="{y + 15}" font-size="11" fill="#777" '
+                         f'font-style="italic">{_esc(status)}, never started</text>')
     for b in r.bars:
         y = lane_y[b.task] + 3
         w = max(1.0, x(b.end) - x(b.start))
@@ -278,12 +287,21 @@ def _gantt_svg(r: ReportData) -> str:
             parts.append(f'<text x="{x(b.start) + 3:.1f}" y="{y + 12}" font-size="10" '
                          f'fill="#fff">{_esc(mark)}</text>')
     axis_y = top + row_h * len(r.lanes) + 14
-    for i in range(6):
-        s = makespan * i / 5
+    for s in _ticks(makespan):
         parts.append(f'<text x="{x(s):.1f}" y="{axis_y}" font-size="10" text-anchor="middle">'
-                     f'{s:.1f}s</text>')
+                     f'{round(s, 6):g}s</text>')
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _ticks(end: float, target: int = 6) -> list[float]:
+    """Round tick positions (1, 2 or 5 times a power of ten) from 0 to `end`."""
+    if end <= 0:
+        return [0.0]
+    raw = end / target
+    power = 10 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+    return [i * step for i in range(int(end / step + 1e-9) + 1)]
 
 
 def _bars_svg(values: dict[str, float], unit: str, fmt: Callable[[float], str]) -> str:
@@ -337,6 +355,13 @@ vertical-align:middle;margin-right:4px}.better{color:#3a9d5d}.worse{color:#d6454
 """
 
 
+def _when(unix: Any) -> str:
+    try:
+        return datetime.fromtimestamp(float(unix), timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except (TypeError, ValueError, OverflowError):
+        return "at an unknown time"
+
+
 def render_html(r: ReportData) -> str:
     """One self-contained HTML file: inline CSS and SVG, no scripts, no external resources."""
     run = r.run
@@ -366,7 +391,7 @@ def render_html(r: ReportData) -> str:
 <html lang="en"><head><meta charset="utf-8"><title>{_esc(title)}</title>
 <style>{_CSS}</style></head><body>
 <h1>{_esc(title)}</h1>
-<p>Strategy {_esc(run.get('strategy'))}; started {_esc(run.get('started_at'))} (unix time).
+<p>Strategy {_esc(run.get('strategy'))}; started {_esc(_when(run.get('started_at')))}.
 {_esc(run.get('reason') or '')}</p>
 <h2>Summary</h2><table>{rows}</table>
 <h2>Timeline</h2><div class=legend>{legend}</div>

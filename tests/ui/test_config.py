@@ -171,6 +171,7 @@ def test_bad_environment_and_seed_section_errors(tmp_path) -> None:
     cfg.write_text(json.dumps({"parallel_execution": {"worker_pool": {}}}))
     proc = run_cli("config", "show", cwd=tmp_path)
     assert proc.returncode == 2
-    assert "parallel_execution.worker_pool: unknown key; did you mean 'worker_pools'?" in proc.stderr
+    assert ("parallel_execution.worker_pool: unknown key; did you mean 'worker_pools'?"
+            in proc.stderr)
     proc = run_cli("config", "show", "--config", str(tmp_path / "missing.toml"), cwd=tmp_path)
     assert proc.returncode == 2 and "no such config file" in proc.stderr

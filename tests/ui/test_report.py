@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import textwrap
 from pathlib import Path
 
 import matplotlib.image
@@ -92,6 +91,7 @@ def test_report_marks_retries_failures_and_skips(flaky_run, tmp_path) -> None:
     assert "flaky attempt 2: succeeded" in html and "#2" in html
     assert "disk on fire" in html
     assert "<td>never</td><td>work</td><td>skipped</td>" in html
+    assert "skipped, never started" in html
     for tid in data["tasks"]:
         assert f"<td>{tid}</td>" in html
 
