@@ -28,6 +28,8 @@ __all__ = ["RunView", "LiveProgress", "LinePrinter", "make_progress", "summary_r
 
 #: Above this many tasks the ETA uses a work/slots estimate instead of a re-simulation.
 _SIMULATE_ETA_LIMIT = 2000
+#: The ETA is re-simulated at most this often (seconds); in between it counts down.
+_ETA_EVERY = 0.5
 
 
 @dataclass(slots=True)
@@ -56,8 +58,12 @@ class RunView:
     observed: dict[str, float] = field(default_factory=dict)  # succeeded task -> last attempt
     cost_usd: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
-    _eta_at: float | None = None  # when the ETA was computed (event time)
-    _eta: float | None = None  # seconds left at _eta_at
+    _version: int = 0  # bumped by every event that changes what is left to do
+    _eta_at: float | None = None  # time of the latest such event
+    _eta: float | None = None  # seconds left, as of _eta_at_computed
+    _eta_at_computed: float = 0.0
+    _eta_version: int = -1
+    _eta_wall: float = 0.0  # clock time of the last re-simulation
 
     def __post_init__(self) -> None:
         self.status = {t.id: "pending" for t in self.plan.tasks}
@@ -104,7 +110,7 @@ class RunView:
             self.status[t] = "skipped"
         if k != "task_progress":
             self._eta_at = e.time
-            self._eta = None  # recomputed lazily at the next redraw
+            self._version += 1  # the ETA is re-simulated lazily, at the next redraw
 
     # -- derived figures ------------------------------------------------------------------
     def counts(self) -> dict[str, int]:
@@ -145,14 +151,34 @@ class RunView:
                 for name, n in use.items()}
 
     def eta(self, now: float) -> float | None:
-        """Seconds until the run ends, from estimates corrected by observed durations."""
-        if self.finished or self.started_at is None:
-            return 0.0 if self.finished else None
-        if self._eta is None:
-            self._eta = self._estimate_left(self._eta_at or now)
-        return max(0.0, self._eta - (now - (self._eta_at or now)))
+        """Seconds until the run ends, from estimates corrected by observed durations.
 
-    def _estimate_left(self, at: float) -> float:
+        Call it without holding `lock`: the re-simulation runs outside the lock, so the
+        executor's loop never waits for it, and runs at most every `_ETA_EVERY` seconds.
+        """
+        with self.lock:
+            if self.finished or self.started_at is None:
+                return 0.0 if self.finished else None
+            stale = self._eta is None or self._eta_version != self._version
+            if stale and (self._eta is None or now - self._eta_wall >= _ETA_EVERY):
+                at = self._eta_at or now
+                version, left, slots = self._version, self._work_left(at), self._slots()
+            else:
+                version = None
+        if version is not None:
+            estimate = self._simulate_left(left, slots)
+            with self.lock:
+                self._eta, self._eta_at_computed, self._eta_version = estimate, at, version
+                self._eta_wall = now
+        with self.lock:
+            if self._eta is None:
+                return None
+            return max(0.0, self._eta - (now - self._eta_at_computed))
+
+    def _slots(self) -> int:
+        return sum(n or 1 for _, n in self.pool_use().values()) or 1
+
+    def _work_left(self, at: float) -> dict[str, float]:
         ratio = self.speed_ratio()
         left: dict[str, float] = {}
         for task in self.plan.tasks:
@@ -165,8 +191,10 @@ class RunView:
                 left[task.id] = expected
             else:
                 left[task.id] = 0.0
+        return left
+
+    def _simulate_left(self, left: dict[str, float], slots: int) -> float:
         if len(self.plan.tasks) > _SIMULATE_ETA_LIMIT:
-            slots = sum(n or 1 for _, n in self.pool_use().values()) or 1
             return sum(left.values()) / slots
         # Re-simulating the rest with the real scheduler respects dependencies and pool
         # limits, which a plain "work / workers" guess gets badly wrong on chains.
@@ -222,10 +250,12 @@ class LiveProgress:
         self._live.stop()
 
     def _render(self) -> Group:
+        now = self.view.clock()
+        eta = self.view.eta(now)  # outside the lock: it may re-simulate the plan
         with self.view.lock:
-            return self._render_locked(self.view.clock())
+            return self._render_locked(now, eta)
 
-    def _render_locked(self, now: float) -> Group:
+    def _render_locked(self, now: float, eta: float | None) -> Group:
         v = self.view
         c = v.counts()
         total = len(v.status)
@@ -236,7 +266,7 @@ class LiveProgress:
         head.append(f"{c['failed']} failed", style="red" if c["failed"] else "")
         head.append(f"  {c['skipped']} skipped", style="magenta" if c["skipped"] else "")
         stats = Text(
-            f"elapsed {_fmt_seconds(v.elapsed(now))}  ETA {_fmt_seconds(v.eta(now))}  "
+            f"elapsed {_fmt_seconds(v.elapsed(now))}  ETA {_fmt_seconds(eta)}  "
             f"speedup {v.live_speedup(now):.2f}x  cost ${v.cost_usd:.4f}"
         )
         pools = Text("pools: " + "  ".join(
