@@ -22,6 +22,7 @@ from .plan import STRATEGIES, Plan
 __all__ = ["register", "RunSetup", "setup_run"]
 
 EXIT_USAGE = 2
+_PREVIEW_ROWS = 40  # text previews of big plans stay readable; --json has everything
 _err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 ConfigOption = Annotated[Optional[str], typer.Option(
@@ -127,22 +128,27 @@ def _print_preview(out: Console, plan: Plan, data: dict[str, Any]) -> None:
     out.print(Text("\ndependency graph (tasks on one level can run together):", style="bold"))
     for i, level in enumerate(data["levels"], 1):
         out.print(Text(f"  level {i}:"))
-        for tid in level:
+        for tid in level[:_PREVIEW_ROWS]:
             deps = data["dependencies"][tid]
             task = plan.task(tid)
             out.print(Text(f"    {tid} [{task.pool}, ~{task.estimated_seconds:g}s]"
                            + (f"  <- {', '.join(deps)}" if deps else "")))
+        if len(level) > _PREVIEW_ROWS:
+            out.print(Text(f"    … and {len(level) - _PREVIEW_ROWS} more (--json lists all)"))
     makespan = data["predicted_makespan_seconds"]
     out.print(Text("\npredicted timeline (virtual time):", style="bold"))
     width = 50
     label_w = min(32, max((len(r["task"]) for r in data["timeline"]), default=4))
     scale = width / makespan if makespan > 0 else 0
-    for row in data["timeline"]:
+    for row in data["timeline"][:_PREVIEW_ROWS]:
         start = int(round(row["start"] * scale))
         length = max(1, int(round((row["end"] - row["start"]) * scale)))
         out.print(Text(f"  {row['task'][:label_w]:<{label_w}} |{' ' * start}{'█' * length}"
                        f"{' ' * max(0, width - start - length)}| "
                        f"{row['start']:g}s → {row['end']:g}s"))
+    if len(data["timeline"]) > _PREVIEW_ROWS:
+        out.print(Text(f"  … and {len(data['timeline']) - _PREVIEW_ROWS} more attempts "
+                       f"(--json lists all)"))
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column("what")
     table.add_column("value", justify="right")
@@ -204,6 +210,9 @@ def report_command(
         for w in data.what_ifs:
             ifs.add_row(w.label, f"{w.makespan:.2f}s", f"{w.makespan - data.replay_makespan:+.2f}s")
         out.print(ifs)
+        if data.cost_by_agent:
+            out.print(Text("cost per agent: " + ", ".join(
+                f"{agent} ${cost:.4f}" for agent, cost in data.cost_by_agent.items())))
 
 
 # -- config show ----------------------------------------------------------------------------

@@ -96,6 +96,8 @@ class WhatIf:
 
     @property
     def label(self) -> str:
+        if self.slots_now is None and self.slots is None:
+            return f"{self.pool}: twice the workers"
         now = "∞" if self.slots_now is None else str(self.slots_now)
         new = "∞" if self.slots is None else str(self.slots)
         return f"{self.pool}: {now} → {new} workers"
@@ -184,6 +186,15 @@ def what_if(run: dict[str, Any], plan_dict: dict[str, Any]) -> tuple[float, list
             changed = dict(pools)
             changed[name] = {**pools[name], "max_concurrent": slots}
             out.append(WhatIf(name, now, slots, predict(_sim_plan(plan_dict, changed))))
+    if max_workers:
+        for limit in dict.fromkeys(n for n in (max_workers - 1, max_workers + 1,
+                                                max_workers * 2) if n >= 1):
+            makespan = simulate(base, strategy=strategy, max_workers=limit, duration=duration,
+                                failing_attempts=failing).makespan
+            out.append(WhatIf("all pools (--max-workers)", max_workers, limit, makespan))
+    doubled = {n: {**p.model_dump(), "max_concurrent": p.max_concurrent * 2}
+               if p.max_concurrent else p.model_dump() for n, p in base.all_pools().items()}
+    out.append(WhatIf("every pool", None, None, predict(_sim_plan(plan_dict, doubled))))
     return replay, out
 
 
