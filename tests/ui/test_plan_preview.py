@@ -56,3 +56,15 @@ def test_predicted_makespan_is_within_15_percent_of_the_measured_one() -> None:
     assert run.returncode == 0, run.stderr
     measured = json.loads(run.stdout)["makespan_seconds"]
     assert abs(measured - predicted) <= 0.15 * measured, (predicted, measured)
+
+
+def test_text_preview_of_a_big_plan_stays_short(tmp_path) -> None:
+    tasks = "".join(f"  - {{id: t{i}, command: [x], estimated_seconds: 2}}\n" for i in range(100))
+    plan = tmp_path / "big.yaml"
+    plan.write_text("pools:\n  default: {max_concurrent: 10}\ntasks:\n" + tasks)
+    proc = run_cli("plan", str(plan))
+    assert proc.returncode == 0, proc.stderr
+    assert "… and 60 more (--json lists all)" in proc.stdout
+    assert "… and 60 more attempts" in proc.stdout
+    assert "20.00s" in proc.stdout  # 100 tasks x 2 s over 10 slots
+    assert len(proc.stdout.splitlines()) < 120

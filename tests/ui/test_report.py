@@ -107,6 +107,8 @@ def test_what_if_predicts_more_workers_help_a_saturated_pool(flaky_run) -> None:
     # ...and one worker -> two is predicted to be faster in this single-slot pool.
     two = re.search(r"work: 1 → 2 workers\s*│\s*([0-9.]+)s", proc.stdout)
     assert two and float(two.group(1)) < replay * 0.85, proc.stdout
+    doubled = re.search(r"every pool: twice the workers\s*│\s*([0-9.]+)s", proc.stdout)
+    assert doubled and float(doubled.group(1)) == float(two.group(1))
 
 
 def test_report_errors_are_clear(tmp_path) -> None:
