@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import RESTAURANT, cli_env, run_cli
+from ui_helpers import RESTAURANT, cli_env, run_cli
 
 SCALE = 0.02  # examples/agents/build.py sleeps estimated_seconds x this
 

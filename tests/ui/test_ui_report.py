@@ -9,7 +9,7 @@ from pathlib import Path
 import matplotlib.image
 import pytest
 
-from conftest import run_cli
+from ui_helpers import run_cli
 
 FLAKY_PLAN = """
 name: flaky

@@ -13,7 +13,7 @@ import time
 
 import pyte
 
-from conftest import RESTAURANT, ROOT, cli_env, run_cli
+from ui_helpers import RESTAURANT, ROOT, cli_env, run_cli
 
 COLS, ROWS = 120, 40
 
@@ -86,7 +86,7 @@ def test_live_display_shows_running_tasks_counts_pools_and_eta_then_the_summary(
 
 
 def test_failures_and_retries_stay_on_screen_above_the_summary(tmp_path) -> None:
-    from test_report import FLAKY_PLAN
+    from test_ui_report import FLAKY_PLAN
 
     plan = tmp_path / "flaky.yaml"
     plan.write_text(FLAKY_PLAN)

@@ -6,7 +6,7 @@ import json
 import textwrap
 from pathlib import Path
 
-from conftest import cli_env, run_cli
+from ui_helpers import cli_env, run_cli
 
 TOML = """
 [defaults]
