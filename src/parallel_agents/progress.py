@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,6 +68,14 @@ class RunView:
     def __post_init__(self) -> None:
         self.status = {t.id: "pending" for t in self.plan.tasks}
 
+    def mark_succeeded(self, task_ids: Iterable[str]) -> None:
+        """Tasks that succeeded before this process started watching (a resumed run)."""
+        with self.lock:
+            for tid in task_ids:
+                if tid in self.status:
+                    self.status[tid] = "succeeded"
+            self._version += 1
+
     # -- folding events -------------------------------------------------------------------
     def apply(self, event: Event) -> None:
         with self.lock:
@@ -86,7 +94,9 @@ class RunView:
         elif k == "task_started":
             task = self.plan.task(t)
             self.status[t] = "running"
-            self.running[t] = _Running(task.pool, task.kind, e.attempt or 1, e.time)
+            model = getattr(task, "model", None)  # LLM tasks: show which model works
+            agent = f"{task.kind}:{model}" if model else task.kind
+            self.running[t] = _Running(task.pool, agent, e.attempt or 1, e.time)
         elif k == "task_progress":
             if t in self.running:
                 self.running[t].message = e.message or ""
@@ -226,8 +236,9 @@ class LiveProgress:
 
     def __init__(self, plan: Plan, console: Console, *, strategy: str | None = None,
                  max_workers: int | None = None, refresh_per_second: float = 4,
-                 max_rows: int = 12) -> None:
+                 max_rows: int = 12, already_succeeded: Iterable[str] = ()) -> None:
         self.view = RunView(plan, strategy=strategy, max_workers=max_workers)
+        self.view.mark_succeeded(already_succeeded)
         self.console = console
         self.max_rows = max_rows
         self._live = Live(console=console, refresh_per_second=refresh_per_second,
@@ -339,10 +350,14 @@ _MARK_COLOURS = {"▶": "cyan", "✓": "green", "↻": "yellow", "✗": "red", "
 
 
 def make_progress(plan: Plan, console: Console, *, strategy: str | None = None,
-                  max_workers: int | None = None) -> LiveProgress | LinePrinter:
-    """The live display on a terminal, plain lines otherwise (CI logs, pipes, files)."""
+                  max_workers: int | None = None,
+                  already_succeeded: Iterable[str] = ()) -> LiveProgress | LinePrinter:
+    """The live display on a terminal, plain lines otherwise (CI logs, pipes, files).
+
+    `already_succeeded`: for `resume`, the tasks a previous process finished."""
     if console.is_terminal and not console.is_dumb_terminal:
-        return LiveProgress(plan, console, strategy=strategy, max_workers=max_workers)
+        return LiveProgress(plan, console, strategy=strategy, max_workers=max_workers,
+                            already_succeeded=already_succeeded)
     return LinePrinter(console)
 
 

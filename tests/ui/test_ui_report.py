@@ -20,7 +20,12 @@ tasks:
     pool: work
     max_retries: 2
     estimated_seconds: 0.2
-    command: [python, -c, "import os,sys,time; time.sleep(0.15); sys.exit(1 if os.environ['PARALLEL_AGENTS_ATTEMPT']=='1' else 0)"]
+    command:
+      - python
+      - -c
+      - >-
+        import os, sys, time; time.sleep(0.15);
+        sys.exit(1 if os.environ['PARALLEL_AGENTS_ATTEMPT'] == '1' else 0)
   - id: after-flaky
     pool: work
     depends_on: [flaky]

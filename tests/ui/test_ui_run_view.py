@@ -49,3 +49,10 @@ def test_view_counts_cost_and_eta_from_real_events() -> None:
     assert rows["success rate"] == "50.0%" and rows["failed"] == "1"
     assert rows["cost"] == "$0.2000" and rows["phases"] == "2"
     assert rows["critical path"].endswith("2 task(s): a -> b")
+
+
+def test_a_resumed_run_starts_with_its_finished_tasks_counted() -> None:
+    plan = Plan(tasks=[Task(id="a", run=_work), Task(id="b", run=_work, depends_on=["a"])])
+    view = RunView(plan)
+    view.mark_succeeded(["a", "not-in-plan"])
+    assert view.counts() == {"done": 1, "running": 0, "queued": 1, "failed": 0, "skipped": 0}
