@@ -52,7 +52,7 @@ def _run_in_pty(*args: str, scale: str) -> tuple[list[str], str, str, int]:
 
 
 def test_live_display_shows_running_tasks_counts_pools_and_eta_then_the_summary() -> None:
-    snapshots, final, stdout, code = _run_in_pty("run", str(RESTAURANT), "--json", scale="0.03")
+    snapshots, final, stdout, code = _run_in_pty("run", str(RESTAURANT), "--json", scale="0.02")
     assert code == 0
     # While frontend, backend and schema run together, one screen shows all three rows with
     # their pools and agent kind, the counts, pool use, ETA, speedup and cost.
@@ -99,7 +99,7 @@ def test_failures_and_retries_stay_on_screen_above_the_summary(tmp_path) -> None
 
 
 def test_quiet_prints_nothing_on_the_terminal() -> None:
-    snapshots, _, _, code = _run_in_pty("run", str(RESTAURANT), "--quiet", scale="0.02")
+    snapshots, _, _, code = _run_in_pty("run", str(RESTAURANT), "--quiet", scale="0.005")
     assert code == 0
     assert "".join(snapshots).strip() == ""  # --quiet: nothing at all on the terminal
 
