@@ -118,8 +118,8 @@ def run_command(
                              strategy=strategy, fail_fast=fail_fast)
     plan = setup.plan
     try:
-        executor = Executor(strategy=setup.strategy, max_workers=setup.max_workers,  # type: ignore[arg-type]
-                            fail_fast=setup.fail_fast, seed=seed)
+        executor = Executor(strategy=setup.strategy,  # type: ignore[arg-type]
+                            max_workers=setup.max_workers, fail_fast=setup.fail_fast, seed=seed)
     except UsageError as exc:
         _fail_usage(str(exc))
     progress = None
