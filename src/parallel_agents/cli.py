@@ -15,12 +15,12 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
+from . import cli_ui
 from ._exceptions import ParallelAgentsError, PlanError, UsageError
-from .events import Event
 from .executor import Executor
-from .plan import STRATEGIES, Plan
+from .plan import Plan
+from .progress import LiveProgress, make_progress, print_summary
 from .results import RunResult
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 130
@@ -58,68 +58,6 @@ def _load_plan(source: str) -> Plan:
     except PlanError as exc:
         _fail_usage(str(exc))
     raise AssertionError("unreachable")
-
-
-class _LinePrinter:
-    """Plain progress lines on stderr (one per transition worth a human's attention)."""
-
-    def __init__(self, console: Console) -> None:
-        self.console = console
-
-    def __call__(self, event: Event) -> None:
-        c = self.console
-        k = event.kind
-        t = event.task_id
-        if k == "task_started":
-            c.print(f"[cyan]▶[/] {t} started (attempt {event.attempt})")
-        elif k == "task_succeeded":
-            dur = (event.data or {}).get("duration", 0.0)
-            c.print(f"[green]✓[/] {t} succeeded in {dur:.2f}s")
-        elif k == "task_retrying":
-            delay = (event.data or {}).get("delay_seconds", 0)
-            c.print(f"[yellow]↻[/] {t} failed, retry {event.attempt} in {delay:.1f}s: "
-                    f"{_short(event.message)}", markup=True)
-        elif k == "task_failed":
-            c.print(f"[red]✗[/] {t} failed: {_short(event.message)}")
-        elif k == "task_skipped":
-            c.print(f"[magenta]-[/] {t} skipped: {event.message}")
-        elif k == "task_cancelled":
-            c.print(f"[red]■[/] {t} cancelled")
-        elif k == "task_progress":
-            c.print(f"  {t}: {event.message}")
-
-
-def _short(text: str | None, limit: int = 300) -> str:
-    text = (text or "").replace("[", "\\[")
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _summary(result: RunResult, console: Console) -> None:
-    n = len(result.tasks)
-    ok = result.count("succeeded")
-    colour = {"succeeded": "green", "partial": "yellow"}.get(result.status, "red")
-    table = Table(title=f"run {result.run_id}: [{colour}]{result.status}[/]", show_header=False,
-                  title_justify="left")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    table.add_row("tasks", str(n))
-    table.add_row("succeeded", str(ok))
-    for status in ("failed", "skipped", "cancelled"):
-        if result.count(status):
-            table.add_row(status, str(result.count(status)))
-    table.add_row("success rate", f"{(ok / n * 100) if n else 100:.1f}%")
-    table.add_row("makespan", f"{result.makespan_seconds:.2f}s")
-    table.add_row("serial time", f"{result.serial_seconds:.2f}s")
-    table.add_row("time saved", f"{max(0.0, result.serial_seconds - result.makespan_seconds):.2f}s")
-    table.add_row("speedup", f"{result.speedup:.2f}x")
-    table.add_row("efficiency (bound / makespan)", f"{result.efficiency * 100:.0f}%")
-    table.add_row("max parallel", str(result.max_parallel))
-    table.add_row("critical path", f"{result.critical_path_seconds:.2f}s: "
-                  + " -> ".join(result.critical_path[:8])
-                  + (" …" if len(result.critical_path) > 8 else ""))
-    console.print(table)
-    if result.reason and result.status != "succeeded":
-        console.print(f"reason: {result.reason}", markup=False)
 
 
 def _exit_code(result: RunResult) -> int:
@@ -173,27 +111,39 @@ def run_command(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
     seed: Annotated[Optional[int], typer.Option(
         "--seed", help="Seed the retry jitter (reproducible runs).")] = None,
+    config_file: cli_ui.ConfigOption = None,
 ) -> None:
     """Run a plan: each task starts as soon as its dependencies succeed and its pool has room."""
-    if strategy is not None and strategy not in STRATEGIES:
-        _fail_usage(f"unknown strategy {strategy!r}: use one of {', '.join(STRATEGIES)}")
-    plan = _load_plan(plan_file)
+    setup = cli_ui.setup_run(plan_file, config_file=config_file, max_workers=max_workers,
+                             strategy=strategy, fail_fast=fail_fast)
+    plan = setup.plan
     try:
-        executor = Executor(strategy=strategy, max_workers=max_workers,  # type: ignore[arg-type]
-                            fail_fast=fail_fast, seed=seed)
+        executor = Executor(strategy=setup.strategy,  # type: ignore[arg-type]
+                            max_workers=setup.max_workers, fail_fast=setup.fail_fast, seed=seed)
     except UsageError as exc:
         _fail_usage(str(exc))
+    progress = None
     if not quiet:
-        executor.subscribe(_LinePrinter(err))
+        progress = make_progress(plan, err, strategy=setup.strategy, max_workers=setup.max_workers)
+        executor.subscribe(progress)
+        if isinstance(progress, LiveProgress):
+            progress.start()
     try:
         result = asyncio.run(_execute(executor, plan))
     except ParallelAgentsError as exc:
         _fail_usage(str(exc))
+    finally:
+        if isinstance(progress, LiveProgress):
+            progress.stop()
     if as_json:
-        sys.stdout.write(json.dumps(result.to_dict(), default=_json_default) + "\n")
+        record = result.to_dict()
+        # The plan and the limit make the record self-sufficient for `report` and what-ifs.
+        record["max_workers"] = setup.max_workers
+        record["plan"] = plan.describe()
+        sys.stdout.write(json.dumps(record, default=_json_default) + "\n")
         sys.stdout.flush()
     if not quiet:
-        _summary(result, err)
+        print_summary(result, err, plan)
     raise typer.Exit(_exit_code(result))
 
 
@@ -208,6 +158,7 @@ def _json_default(value: Any) -> Any:
 from . import cli_server  # noqa: E402 - commands in their own modules register themselves
 
 cli_server.register(app)
+cli_ui.register(app)
 
 
 def main() -> None:

@@ -358,8 +358,10 @@ class _Run:
         self.inflight.pop(task_id, None)
         self.cancelling.discard(task_id)
         if isinstance(event, TaskSucceeded):
-            self.emit("task_succeeded", task_id, attempt=record.attempt,
-                      data={"duration": round(record.duration, 6)})
+            data: dict[str, Any] = {"duration": round(record.duration, 6)}
+            if result.cost_usd:
+                data["cost_usd"] = result.cost_usd  # the live display sums it
+            self.emit("task_succeeded", task_id, attempt=record.attempt, data=data)
         elif isinstance(event, TaskCancelled):
             result.status = "cancelled"
             result.error = record.error
