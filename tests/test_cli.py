@@ -356,3 +356,20 @@ def test_strategy_option_and_human_summary(tmp_path: Path) -> None:
     assert "makespan" in proc.stderr and "speedup" in proc.stderr
     quiet = cli("run", str(plan), "--quiet", cwd=tmp_path)
     assert quiet.returncode == 0 and quiet.stderr == "" and quiet.stdout == ""
+
+
+def test_restaurant_example_runs_in_parallel(tmp_path: Path) -> None:
+    example = Path(__file__).resolve().parents[1] / "examples" / "restaurant.yaml"
+    proc = cli("run", str(example), "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    data = one_json_object(proc.stdout)
+    tasks = data["tasks"]
+    assert data["status"] == "succeeded"
+    # frontend, backend and schema overlap; the audit starts only after the backend ends.
+    first_end = min(tasks[t]["finished_at"] for t in ("frontend", "backend", "schema"))
+    assert max(tasks[t]["started_at"] for t in ("frontend", "backend", "schema")) < first_end
+    assert tasks["security_audit"]["started_at"] >= tasks["backend"]["finished_at"]
+    assert tasks["security_audit"]["output"] == (
+        "audit of backend: FastAPI booking API: add CSRF tokens")
+    assert data["critical_path"] == ["backend", "security_audit"]
+    assert data["speedup"] > 1.2
