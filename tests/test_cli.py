@@ -159,7 +159,8 @@ def test_timeout_leaves_no_process_behind(tmp_path: Path, cleanup_pids: list[Pat
     pids_file = tmp_path / "pids"
     cleanup_pids.append(pids_file)
     plan = write_plan(tmp_path, {"tasks": [
-        {"id": "hang", "timeout_sec": 1.5, "max_retries": 1, "retry_backoff_sec": 0,
+        # Generous: the attempt must start python and record its pids before the timeout.
+        {"id": "hang", "timeout_sec": 2.5, "max_retries": 1, "retry_backoff_sec": 0,
          "command": ["python", spawner, str(pids_file)]},
     ]})
     started = time.monotonic()
@@ -170,7 +171,7 @@ def test_timeout_leaves_no_process_behind(tmp_path: Path, cleanup_pids: list[Pat
     hang = data["tasks"]["hang"]
     assert data["status"] == "failed"
     assert hang["status"] == "failed" and hang["attempts"] == 2
-    assert "timed out after 1.5s" in hang["error"]
+    assert "timed out after 2.5s" in hang["error"]
     pids = recorded_pids(pids_file)
     assert len(pids) == 4  # two attempts, each a python and its sleep child
     assert wait_gone(pids) == [], "processes left behind after the timeout"
