@@ -372,17 +372,21 @@ class _Run:
     # -- the result ----------------------------------------------------------------------
     def _result(self, started: float, finished: float, status: str) -> RunResult:
         # One pass over every attempt: the run's metrics come from these (runs per task).
-        histories: dict[str, list[AttemptRecord]] = {}
         busy: dict[str, float] = {}
         intervals: list[tuple[float, float]] = []
+        pools = self.plan.all_pools()
+        by_pool: dict[str, list[tuple[float, float]]] = {name: [] for name in pools}
         last_end: float | None = None
         for tid, r in self.results.items():
-            history = histories[tid] = r.history
+            history = r.history
             spent = 0.0
+            in_pool = by_pool[r.pool]
             for a in history:
                 end = a.finished_at
                 if end is not None:
-                    intervals.append((a.started_at, end))
+                    interval = (a.started_at, end)
+                    intervals.append(interval)
+                    in_pool.append(interval)
                     if end > a.started_at:
                         spent += end - a.started_at
             busy[tid] = spent
@@ -399,6 +403,13 @@ class _Run:
             self.plan, busy, None if workers == float("inf") else int(workers),
             critical_path_seconds=cp_seconds,
         )
+        peaks: dict[str, int] = {}
+        utilization = metrics.utilization(pools, by_pool, makespan, peaks)
+        used = [name for name, got in by_pool.items() if got]
+        if len(used) == 1 and used[0] in peaks:
+            max_parallel = peaks[used[0]]  # one pool did everything: its peak is the run's
+        else:
+            max_parallel = metrics.peak_concurrency(intervals)
         reason = self.cancel_reason
         if reason is None and status != "succeeded":
             bad = [r for r in self.results.values() if r.status == "failed"]
@@ -418,8 +429,8 @@ class _Run:
             lower_bound_seconds=bound,
             speedup=(serial / makespan) if makespan > 0 else 1.0,
             efficiency=min(1.0, bound / makespan) if makespan > 0 else 1.0,
-            max_parallel=metrics.peak_concurrency(intervals),
-            pool_utilization=metrics.pool_utilization(self.plan, histories, makespan),
+            max_parallel=max_parallel,
+            pool_utilization=utilization,
             reason=reason,
         )
         self.emit("run_finished", message=status, data={

@@ -15,13 +15,12 @@ Definitions (the same in the CLI, the API and the reports):
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 
-from .plan import Plan
+from .plan import Plan, Pool
 from .results import AttemptRecord
 
-__all__ = ["critical_path", "lower_bound", "peak_concurrency", "pool_utilization"]
+__all__ = ["critical_path", "lower_bound", "peak_concurrency", "pool_utilization", "utilization"]
 
 
 def critical_path(plan: Plan, weight: Mapping[str, float]) -> tuple[float, list[str]]:
@@ -124,9 +123,6 @@ def peak_concurrency(intervals: Iterable[tuple[float, float]]) -> int:
 def pool_utilization(
     plan: Plan, attempts: Mapping[str, list[AttemptRecord]], makespan: float
 ) -> dict[str, float]:
-    out: dict[str, float] = {}
-    if makespan <= 0:
-        return {name: 0.0 for name in plan.all_pools()}
     pools = plan.all_pools()
     by_pool: dict[str, list[tuple[float, float]]] = {name: [] for name in pools}
     for t in plan.tasks:
@@ -134,8 +130,30 @@ def pool_utilization(
         for a in attempts.get(t.id, ()):
             if a.finished_at is not None:
                 intervals.append((a.started_at, a.finished_at))
-    for name, intervals in by_pool.items():
+    return utilization(pools, by_pool, makespan)
+
+
+def utilization(
+    pools: Mapping[str, Pool],
+    intervals_by_pool: Mapping[str, list[tuple[float, float]]],
+    makespan: float,
+    peaks: dict[str, int] | None = None,
+) -> dict[str, float]:
+    """`pool_utilization` from attempt intervals already grouped by pool.
+
+    Peaks computed for pools without a limit are stored in `peaks` when given.
+    """
+    out: dict[str, float] = {}
+    if makespan <= 0:
+        return {name: 0.0 for name in pools}
+    for name, pool in pools.items():
+        intervals = intervals_by_pool.get(name, ())
         busy = sum([e - s for s, e in intervals])
-        slots = pools[name].max_concurrent or peak_concurrency(intervals) or 1
-        out[name] = min(1.0, busy / (slots * makespan)) if not math.isinf(slots) else 0.0
+        slots = pool.max_concurrent
+        if not slots:
+            slots = peak_concurrency(intervals)
+            if peaks is not None:
+                peaks[name] = slots
+            slots = slots or 1
+        out[name] = min(1.0, busy / (slots * makespan))
     return out
