@@ -505,3 +505,15 @@ def test_priority_then_critical_path_then_plan_order() -> None:
     assert sim.start_order[:4] == ["urgent", "long_head", "short", "plain"] or \
         sim.start_order[:3] == ["urgent", "long_head", "tail"]
     assert sim.start_order[:2] == ["urgent", "long_head"]
+
+
+@PROPS
+@given(st.lists(st.tuples(st.integers(0, 20), st.integers(0, 6)), max_size=30))
+def test_peak_concurrency_counts_overlaps(raw: list[tuple[int, int]]) -> None:
+    from parallel_agents.metrics import peak_concurrency
+
+    intervals = [(float(s), float(s + d)) for s, d in raw]
+    # Reference: the most intervals containing some instant, half-open [start, end).
+    instants = {s for s, _ in intervals}
+    expected = max((sum(1 for s, e in intervals if s <= t < e) for t in instants), default=0)
+    assert peak_concurrency(intervals) == expected

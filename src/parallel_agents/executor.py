@@ -246,11 +246,13 @@ class _Run:
 
     # -- decisions -----------------------------------------------------------------------
     def _start(self, task_id: str, attempt: int) -> None:
+        # Runs once per attempt: the clock and the subscriber check are inlined.
         result = self.results[task_id]
         result.status = "running"
-        record = AttemptRecord(attempt=attempt, started_at=self.now())
+        record = AttemptRecord(attempt, self._wall0 + (time.perf_counter() - self._perf0))
         result.history.append(record)
-        self.emit("task_started", task_id, attempt=attempt)
+        if self.bus.subscribers:
+            self.emit("task_started", task_id, attempt=attempt)
         self.inflight[task_id] = self.loop.create_task(self._attempt(task_id, record))
 
     def _schedule_retry(self, d: ScheduleRetry) -> None:
@@ -371,11 +373,31 @@ class _Run:
 
     # -- the result ----------------------------------------------------------------------
     def _result(self, started: float, finished: float, status: str) -> RunResult:
-        histories = {tid: r.history for tid, r in self.results.items()}
-        busy = {tid: r.busy_seconds for tid, r in self.results.items()}
-        ends = [r.finished_at for r in self.results.values() if r.finished_at is not None]
+        # One pass over every attempt: the run's metrics come from these (runs per task).
+        busy: dict[str, float] = {}
+        intervals: list[tuple[float, float]] = []
+        pools = self.plan.all_pools()
+        by_pool: dict[str, list[tuple[float, float]]] = {name: [] for name in pools}
+        last_end: float | None = None
+        for tid, r in self.results.items():
+            history = r.history
+            spent = 0.0
+            in_pool = by_pool[r.pool]
+            for a in history:
+                end = a.finished_at
+                if end is not None:
+                    interval = (a.started_at, end)
+                    intervals.append(interval)
+                    in_pool.append(interval)
+                    if end > a.started_at:
+                        spent += end - a.started_at
+            busy[tid] = spent
+            if history and history[-1].finished_at is not None:
+                end = history[-1].finished_at
+                if last_end is None or end > last_end:
+                    last_end = end
         # Nothing ran (an empty plan, or cancelled before any start): no time was spent.
-        makespan = max(max(ends) - started, 0.0) if ends else 0.0
+        makespan = max(last_end - started, 0.0) if last_end is not None else 0.0
         serial = sum(busy.values())
         cp_seconds, cp = metrics.critical_path(self.plan, busy)
         workers = self.scheduler.max_workers
@@ -383,10 +405,13 @@ class _Run:
             self.plan, busy, None if workers == float("inf") else int(workers),
             critical_path_seconds=cp_seconds,
         )
-        intervals = [
-            (a.started_at, a.finished_at)
-            for h in histories.values() for a in h if a.finished_at is not None
-        ]
+        peaks: dict[str, int] = {}
+        utilization = metrics.utilization(pools, by_pool, makespan, peaks)
+        used = [name for name, got in by_pool.items() if got]
+        if len(used) == 1 and used[0] in peaks:
+            max_parallel = peaks[used[0]]  # one pool did everything: its peak is the run's
+        else:
+            max_parallel = metrics.peak_concurrency(intervals)
         reason = self.cancel_reason
         if reason is None and status != "succeeded":
             bad = [r for r in self.results.values() if r.status == "failed"]
@@ -406,8 +431,8 @@ class _Run:
             lower_bound_seconds=bound,
             speedup=(serial / makespan) if makespan > 0 else 1.0,
             efficiency=min(1.0, bound / makespan) if makespan > 0 else 1.0,
-            max_parallel=metrics.peak_concurrency(intervals),
-            pool_utilization=metrics.pool_utilization(self.plan, histories, makespan),
+            max_parallel=max_parallel,
+            pool_utilization=utilization,
             reason=reason,
         )
         self.emit("run_finished", message=status, data={

@@ -45,13 +45,17 @@ __all__ = [
 MAX_BACKOFF_SEC = 60.0
 
 
+# Events and decisions are made several times per task attempt. They are plain slotted
+# dataclasses, not frozen ones (which cost about twice as much to create): treat them as
+# read-only values.
+
 # -- events the driver sends -------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TaskSucceeded:
     task_id: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TaskFailed:
     task_id: str
     error: str
@@ -60,40 +64,40 @@ class TaskFailed:
     retry_after: float | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TaskCancelled:
     """A running task the driver was told to cancel has stopped."""
 
     task_id: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RetryDue:
     """The backoff of a task in RETRY_WAIT has elapsed."""
 
     task_id: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CancelRequested:
     reason: str = "cancelled by user"
 
 
 # -- decisions the driver carries out ----------------------------------------------------
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class QueueTask:
     """The task's dependencies are met; it waits for a slot (informational)."""
 
     task_id: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StartTask:
     task_id: str
     attempt: int  # 1-based
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ScheduleRetry:
     """Send RetryDue(task_id) after `delay` seconds. The task holds no slot meanwhile."""
 
@@ -103,7 +107,7 @@ class ScheduleRetry:
     error: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class FailTask:
     """The task failed for good (no retries left, or not retryable)."""
 
@@ -111,13 +115,13 @@ class FailTask:
     error: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SkipTask:
     task_id: str
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CancelTask:
     """Stop the task. `running`: it has an attempt in flight (or a retry timer) to stop."""
 
@@ -126,7 +130,7 @@ class CancelTask:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RunFinished:
     status: str  # succeeded | partial | failed | cancelled
 
@@ -153,6 +157,7 @@ class _Info:
     waiting_on: int = 0
     gate: int = 0  # wave or stage index; 0 for strategies without gates
     priority: int = 5
+    estimate: float = 1.0
     max_retries: int = 0
     backoff: float = 1.0
 
@@ -203,18 +208,22 @@ class Scheduler:
             self._heaps[name] = []
             self._pool_free[name] = math.inf if pool.max_concurrent is None else pool.max_concurrent
 
+        # Setup is per task and runs for every plan: plain loops and locals, no helpers.
+        infos = self._info
+        state = self.state
+        pending = TaskState.PENDING
         for index, task in enumerate(plan.tasks):
             _, retries, backoff = plan.policy(task)
-            self._info[task.id] = _Info(
-                index=index, pool=task.pool, deps=task.depends_on, priority=task.priority,
-                max_retries=retries, backoff=backoff,
-            )
-            self.state[task.id] = TaskState.PENDING
+            task_id = task.id
+            infos[task_id] = _Info(index, task.pool, task.depends_on, [], 0.0, 0, 0,
+                                   task.priority, task.estimated_seconds, retries, backoff)
+            state[task_id] = pending
         for task in plan.tasks:
             for dep in task.depends_on:
-                self._info[dep].dependents.append(task.id)
-        self._compute_remaining_paths()
-        self._compute_gates()
+                infos[dep].dependents.append(task.id)
+        order = self._topological_order()
+        self._compute_remaining_paths(order)
+        self._compute_gates(order)
 
         done = set(already_succeeded)
         for task_id in done:
@@ -222,22 +231,26 @@ class Scheduler:
                 self.state[task_id] = TaskState.SUCCEEDED
                 self._terminal += 1
                 self._gate_left[self._info[task_id].gate] -= 1
-        for info in self._info.values():
+        for info in infos.values():
             deps = info.deps
             info.waiting_on = sum(1 for d in deps if d not in done) if done else len(deps)
         self._advance_gate()
-        for task in plan.tasks:
-            if self.state[task.id] is TaskState.PENDING:
-                self._maybe_ready(task.id)
+        for task_id, info in infos.items():
+            if not info.waiting_on and state[task_id] is pending:
+                self._maybe_ready(task_id)
 
     # -- setup ---------------------------------------------------------------------------
-    def _compute_remaining_paths(self) -> None:
+    def _compute_remaining_paths(self, order: list[str]) -> None:
         # Reverse plan order is not a topological order in general; walk a real one.
-        order = self._topological_order()
+        infos = self._info
         for task_id in reversed(order):
-            info = self._info[task_id]
-            tail = max((self._info[d].remaining_path for d in info.dependents), default=0.0)
-            info.remaining_path = self.plan.task(task_id).estimated_seconds + tail
+            info = infos[task_id]
+            tail = 0.0
+            for child in info.dependents:
+                path = infos[child].remaining_path
+                if path > tail:
+                    tail = path
+            info.remaining_path = info.estimate + tail
 
     def _topological_order(self) -> list[str]:
         waiting = {tid: len(info.deps) for tid, info in self._info.items()}
@@ -251,10 +264,10 @@ class Scheduler:
             i += 1
         return order
 
-    def _compute_gates(self) -> None:
+    def _compute_gates(self, order: list[str]) -> None:
         if self.strategy == "waves":
             level: dict[str, int] = {}
-            for tid in self._topological_order():
+            for tid in order:
                 deps = self._info[tid].deps
                 level[tid] = 1 + max((level[d] for d in deps), default=-1)
             for tid, lv in level.items():
@@ -267,7 +280,8 @@ class Scheduler:
                 self._info[task.id].gate = stages.get(task.stage or "", 0)
             count = max(len(stages), 1)
         else:
-            count = 1
+            self._gate_left = [len(self._info)]
+            return
         self._gate_left = [0] * count
         for info in self._info.values():
             self._gate_left[info.gate] += 1
