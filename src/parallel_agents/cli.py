@@ -114,6 +114,14 @@ def _summary(result: RunResult, console: Console) -> None:
     table.add_row("speedup", f"{result.speedup:.2f}x")
     table.add_row("efficiency (bound / makespan)", f"{result.efficiency * 100:.0f}%")
     table.add_row("max parallel", str(result.max_parallel))
+    if result.usage or result.budget_usd is not None:
+        u = result.usage
+        table.add_row("LLM tokens (in/out)",
+                      f"{u.get('input_tokens', 0)}/{u.get('output_tokens', 0)}")
+        spent = f"${result.cost_usd:.4f}"
+        if result.budget_usd is not None:
+            spent += f" of ${result.budget_usd:g}"
+        table.add_row("cost", spent)
     table.add_row("critical path", f"{result.critical_path_seconds:.2f}s: "
                   + " -> ".join(result.critical_path[:8])
                   + (" …" if len(result.critical_path) > 8 else ""))
@@ -173,6 +181,16 @@ def run_command(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
     seed: Annotated[Optional[int], typer.Option(
         "--seed", help="Seed the retry jitter (reproducible runs).")] = None,
+    budget: Annotated[Optional[float], typer.Option(
+        "--budget", min=0, metavar="USD",
+        help="Spending limit for LLM calls; tasks that cannot afford their worst case are "
+             "skipped and the run ends partial.")] = None,
+    record: Annotated[Optional[str], typer.Option(
+        "--record", metavar="DIR", help="Record LLM calls to cassettes in DIR.")] = None,
+    replay: Annotated[Optional[str], typer.Option(
+        "--replay", metavar="DIR", help="Answer LLM calls from cassettes in DIR (offline).")] = None,
+    workspace: Annotated[Optional[str], typer.Option(
+        "--workspace", metavar="DIR", help="Folder LLM tasks read and write files in.")] = None,
 ) -> None:
     """Run a plan: each task starts as soon as its dependencies succeed and its pool has room."""
     if strategy is not None and strategy not in STRATEGIES:
@@ -180,7 +198,8 @@ def run_command(
     plan = _load_plan(plan_file)
     try:
         executor = Executor(strategy=strategy, max_workers=max_workers,  # type: ignore[arg-type]
-                            fail_fast=fail_fast, seed=seed)
+                            fail_fast=fail_fast, seed=seed, budget_usd=budget,
+                            record_dir=record, replay_dir=replay, workspace=workspace)
     except UsageError as exc:
         _fail_usage(str(exc))
     if not quiet:

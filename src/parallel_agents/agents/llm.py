@@ -1,0 +1,270 @@
+"""`llm` tasks: a role's system prompt, the task prompt and the dependencies' outputs, then a
+tool loop (workspace file tools + user Python tools) of at most `max_iterations` calls.
+
+The agent never retries: a provider failure propagates as `ProviderError` (retryable or not)
+and the engine decides, with its backoff and the server's Retry-After. Every call first
+reserves its worst-case cost from the run's budget, so parallel tasks cannot overspend it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .._core._budget import BUDGET_EXHAUSTED
+from .._exceptions import NonRetryableError
+from ..pricing import PriceTable, estimate_prompt_tokens
+from ..providers.base import ChatRequest, Message, Provider, ProviderError, Usage, split_model
+from ..roles import LLMSettings, llm_settings
+from . import Agent, TaskContext, TaskOutput
+from .tools import Tool, Workspace, WorkspaceError, as_tool, workspace_tools
+
+if TYPE_CHECKING:
+    from ..plan import Plan, Task
+
+__all__ = ["LLMAgent", "resolve_provider", "build_messages", "DEPENDENCY_CHARS",
+           "start_cost", "BUILTIN_PROVIDERS"]
+
+log = logging.getLogger("parallel_agents")
+
+#: Dependency outputs share this many characters of the prompt; each gets an equal share
+#: (at least 1,000) with the head and tail kept. Bounded so the budget gate can compute
+#: a task's worst-case first call before its dependencies have run.
+DEPENDENCY_CHARS = 12_000
+MIN_DEPENDENCY_CHARS = 1_000
+BUILTIN_PROVIDERS = ("local", "openai", "anthropic")
+
+
+def resolve_provider(spec: str, plan_providers: Mapping[str, Any] | None = None,
+                     injected: Mapping[str, Provider] | None = None) -> tuple[Provider, str]:
+    """`PROVIDER:MODEL` -> (the provider, the model name to put in requests).
+
+    Providers given to the Executor win (tests, custom backends); otherwise the provider
+    registry builds one from the plan's `providers:` settings and the environment.
+    """
+    name, model = split_model(spec)
+    if injected and name in injected:
+        return injected[name], model
+    try:
+        from ..providers.registry import get_provider
+    except ImportError as exc:
+        raise ProviderError(
+            f"cannot use model {spec!r}: the provider registry is not available ({exc}); "
+            "pass a provider to Executor(providers={...})",
+            retryable=False, provider=name) from None
+    config = {k: (v.model_dump(exclude_none=True) if hasattr(v, "model_dump") else v)
+              for k, v in (plan_providers or {}).items()}
+    return get_provider(spec, config), model
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value, ensure_ascii=False, default=str, separators=(",", ":"))
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _clip(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    marker = f"\n[... {len(text) - limit} characters cut ...]\n"
+    keep = max(0, limit - len(marker))
+    head = keep * 2 // 3
+    return text[:head] + marker + text[len(text) - (keep - head):]
+
+
+def _dependency_block(inputs: Mapping[str, Any]) -> str:
+    if not inputs:
+        return ""
+    share = max(MIN_DEPENDENCY_CHARS, DEPENDENCY_CHARS // len(inputs))
+    parts = ["", "Results of the tasks this one depends on:"]
+    for dep, value in inputs.items():
+        parts.append(f"\n### {dep}\n{_clip(_as_text(value).strip(), share)}")
+    return "\n".join(parts)
+
+
+def build_messages(task: Task, settings: LLMSettings, inputs: Mapping[str, Any]) -> list[Message]:
+    """The conversation a task starts with: role system prompt, then prompt + dependencies."""
+    prompt = task.prompt or task.description or ""
+    user = prompt + _dependency_block(inputs)
+    if task.output_schema is not None:
+        user += ("\n\nAnswer with a single JSON value matching this JSON schema:\n"
+                 + json.dumps(task.output_schema, separators=(",", ":")))
+    return [Message("system", settings.system_prompt), Message("user", user)]
+
+
+def _tool_list(task: Task, workspace: Workspace) -> list[Tool]:
+    tools = workspace_tools(workspace)
+    names = {t.name for t in tools}
+    for fn in task.tools:
+        t = as_tool(fn)
+        if t.name in names:
+            raise NonRetryableError(f"task {task.id!r}: tool name {t.name!r} is used twice "
+                                    "(read_file, write_file and list_files are built in)")
+        names.add(t.name)
+        tools.append(t)
+    return tools
+
+
+def start_cost(task: Task, plan: Plan, prices: PriceTable) -> float | None:
+    """Worst-case USD of a task's first call, before its dependencies have run: the full
+    dependency allowance counts as sent. None if the model has no known price."""
+    settings = llm_settings(task, plan)
+    deps = {d: "x" * (DEPENDENCY_CHARS // max(1, len(task.depends_on)) + MIN_DEPENDENCY_CHARS)
+            for d in task.depends_on}
+    messages = build_messages(task, settings, deps)
+    ws_specs = [t.spec() for t in workspace_tools(Workspace(Path(".")))]
+    user_specs = [as_tool(fn).spec() for fn in task.tools]
+    request = ChatRequest(model=settings.model, messages=messages, tools=ws_specs + user_specs,
+                          max_tokens=settings.max_tokens, json_schema=task.output_schema)
+    return prices.worst_case(settings.model, estimate_prompt_tokens(request), settings.max_tokens)
+
+
+class LLMAgent(Agent):
+    """Runs `llm` tasks. See the module docstring.
+
+    **Parameters:**
+
+    * **providers** - providers by name (the `PROVIDER` of `PROVIDER:MODEL`), used before the
+      registry; tests pass a `FunctionProvider` here.
+    * **wrap** - a function applied to each resolved provider (record/replay cassettes).
+    """
+
+    def __init__(self, providers: Mapping[str, Provider] | None = None,
+                 wrap: Any = None) -> None:
+        self.providers = dict(providers or {})
+        self.wrap = wrap
+        self._temp_dirs: dict[str, Path] = {}
+        self._wrapped: dict[int, Provider] = {}
+
+    def _workspace(self, ctx: TaskContext) -> Workspace:
+        if ctx.workspace is not None:
+            root = Path(ctx.workspace)
+            root.mkdir(parents=True, exist_ok=True)
+            return Workspace(root)
+        root = self._temp_dirs.get(ctx.run_id)
+        if root is None:
+            root = Path(tempfile.mkdtemp(prefix=f"parallel-agents-{ctx.run_id}-"))
+            self._temp_dirs[ctx.run_id] = root
+            log.warning("no workspace configured: LLM tasks of run %s write to %s",
+                        ctx.run_id, root)
+        ctx.progress(f"no workspace configured: files go to the temporary folder {root}")
+        return Workspace(root)
+
+    def _provider(self, spec: str, plan: Plan | None) -> tuple[Provider, str]:
+        provider, model = resolve_provider(spec, plan.providers if plan else None,
+                                           self.providers)
+        if self.wrap is not None:
+            key = id(provider)
+            if key not in self._wrapped:
+                self._wrapped[key] = self.wrap(provider, split_model(spec)[0])
+            provider = self._wrapped[key]
+        return provider, model
+
+    async def run(self, task: Task, ctx: TaskContext) -> TaskOutput:
+        plan: Plan | None = getattr(ctx, "plan", None)
+        budget = getattr(ctx, "budget", None)
+        settings = llm_settings(task, plan)
+        prices = PriceTable(plan.prices if plan else None)
+        provider, model_name = self._provider(settings.model, plan)
+        workspace = self._workspace(ctx)
+        tools = _tool_list(task, workspace)
+        by_name = {t.name: t for t in tools}
+        messages = build_messages(task, settings, ctx.inputs)
+        usage = Usage()
+        cost = 0.0
+        calls = 0
+        text = ""
+        try:
+            for iteration in range(1, settings.max_iterations + 1):
+                last = iteration == settings.max_iterations
+                request = ChatRequest(
+                    model=model_name, messages=list(messages),
+                    # The last iteration offers no tools, so the model has to answer.
+                    tools=[] if last else [t.spec() for t in tools],
+                    max_tokens=settings.max_tokens, temperature=settings.temperature,
+                    json_schema=task.output_schema,
+                )
+                key = (task.id, ctx.attempt, iteration)
+                if budget is not None:
+                    worst = prices.worst_case(settings.model, estimate_prompt_tokens(request),
+                                              request.max_tokens) or 0.0
+                    budget.release(task.id)  # the start reservation becomes this call's
+                    if not budget.try_reserve(key, worst):
+                        raise NonRetryableError(
+                            f"{BUDGET_EXHAUSTED}: call {iteration} of task {task.id!r} may "
+                            f"cost up to ${worst:.6f} and ${budget.remaining:.6f} is left")
+                try:
+                    response = await provider.complete(request)
+                except BaseException:
+                    if budget is not None:
+                        budget.release(key)
+                    raise
+                calls += 1
+                call_cost = prices.cost(settings.model, response.usage)
+                if budget is not None:
+                    budget.settle(key, call_cost)
+                usage = usage + response.usage
+                cost += call_cost
+                text = response.text
+                ctx.progress(
+                    f"iteration {iteration}/{settings.max_iterations}: "
+                    + (", ".join(c.name for c in response.tool_calls) if response.tool_calls
+                       else "answered")
+                    + f" ({response.usage.input_tokens}+{response.usage.output_tokens} tokens)",
+                    iteration / settings.max_iterations,
+                )
+                if not response.tool_calls or last:
+                    break
+                messages.append(Message("assistant", response.text,
+                                        tool_calls=list(response.tool_calls)))
+                for call in response.tool_calls:
+                    t = by_name.get(call.name)
+                    result = (await t.call(call.arguments) if t is not None else
+                              f"error: unknown tool {call.name!r}; available: "
+                              + ", ".join(by_name))
+                    messages.append(Message("tool", result, tool_call_id=call.id,
+                                            name=call.name))
+            output: Any = text
+            if task.output_schema is not None:
+                output = _parse_json(text, task.output_schema)
+            if task.output_file:
+                try:
+                    workspace.write_file(task.output_file, _as_text(output))
+                except WorkspaceError as exc:
+                    raise NonRetryableError(f"output_file: {exc}") from None
+        except Exception as exc:
+            # Money already spent on a failed attempt still counts in the run's totals.
+            exc.partial_output = TaskOutput(None, usage.to_dict(), cost,  # type: ignore[attr-defined]
+                                            list(workspace.written))
+            raise
+        return TaskOutput(output=output, usage={**usage.to_dict(), "calls": calls},
+                          cost_usd=cost, files=list(workspace.written))
+
+
+def _parse_json(text: str, schema: Mapping[str, Any]) -> Any:
+    """The final answer as JSON. Malformed output is retryable: a new sample may be fine."""
+    raw = text.strip()
+    if raw.startswith("```"):
+        raw = raw.strip("`")
+        raw = raw[raw.find("\n") + 1:] if "\n" in raw else raw
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ProviderError(f"malformed output: the answer is not JSON ({exc.msg} at "
+                            f"character {exc.pos}); output_schema asks for JSON",
+                            retryable=True) from None
+    if schema.get("type") == "object":
+        if not isinstance(value, dict):
+            raise ProviderError("malformed output: expected a JSON object", retryable=True)
+        missing = [k for k in schema.get("required", []) if k not in value]
+        if missing:
+            raise ProviderError(f"malformed output: missing required keys {missing}",
+                                retryable=True)
+    return value
