@@ -128,11 +128,16 @@ class Executor:
         self.fail_fast = fail_fast
         if budget_usd is not None and budget_usd < 0:
             raise UsageError(f"budget must be at least 0 USD, got {budget_usd}")
+        if record_dir is not None and replay_dir is not None:
+            raise UsageError("give record_dir (--record) or replay_dir (--replay), not both")
+        if replay_dir is not None and not Path(replay_dir).is_dir():
+            raise UsageError(f"replay folder {replay_dir} does not exist: record cassettes "
+                             "first with --record DIR")
         self.providers: dict[str, Provider] = dict(providers or {})
         self.budget_usd = budget_usd
         self.agents: dict[str, Agent] = {
             "command": CommandAgent(), "function": FunctionAgent(),
-            "llm": LLMAgent(self.providers, wrap=_cassette_wrapper(record_dir, replay_dir)),
+            "llm": LLMAgent(self.providers, record_dir=record_dir, replay_dir=replay_dir),
         }
         self.agents.update(agents or {})
         self.workspace = Path(workspace) if workspace is not None else None
@@ -503,31 +508,11 @@ def _check_llm_tasks(plan: Plan, executor: Executor) -> None:
             hint = f"did you mean {close[0]!r}? " if close else ""
             problems.append(PlanProblem(where, (
                 f"unknown provider {provider!r} in {spec!r}: {hint}use one of "
-                f"{', '.join(sorted(known))} or declare it under `providers:` with a base_url")))
+                f"{', '.join(sorted(known))} (openai: is any OpenAI-compatible server; set "
+                f"its base_url under `providers:`)")))
         elif limit is not None and prices.price(spec) is None:
             problems.append(PlanProblem(where, (
                 f"no price known for {spec!r}, so the budget cannot be enforced: add it under "
                 f"`prices:` ({split_model(spec)[1]}: {{input_per_mtok: ..., output_per_mtok: ...}})")))
     if problems:
         raise PlanError(problems)
-
-
-def _cassette_wrapper(record_dir: str | Path | None,
-                      replay_dir: str | Path | None) -> Callable[[Provider, str], Provider] | None:
-    """Record/replay: wrap every provider in the cassette layer of providers/replay.py."""
-    if record_dir is None and replay_dir is None:
-        return None
-    if record_dir is not None and replay_dir is not None:
-        raise UsageError("give --record DIR or --replay DIR, not both")
-    try:
-        from .providers import replay
-    except ImportError as exc:
-        raise UsageError(f"record/replay is not available in this build ({exc})") from None
-    if replay_dir is not None:
-        directory = Path(replay_dir)
-        if not directory.is_dir():
-            raise UsageError(f"--replay {replay_dir}: no such folder of recorded cassettes")
-        return lambda inner, name: replay.ReplayProvider(directory)  # type: ignore[attr-defined]
-    directory = Path(record_dir)  # type: ignore[arg-type]
-    directory.mkdir(parents=True, exist_ok=True)
-    return lambda inner, name: replay.RecordingProvider(inner, directory)  # type: ignore[attr-defined]

@@ -75,7 +75,7 @@ def check_model_spec(spec: str) -> None:
     """`PROVIDER:MODEL`, e.g. `openai:gpt-4o-mini`, `anthropic:claude-3-5-haiku-latest`."""
     if not _MODEL_SPEC.match(spec.strip()) or spec != spec.strip():
         raise ValueError(
-            f"bad model {spec!r}: write PROVIDER:MODEL, e.g. local:smollm2, "
+            f"bad model {spec!r}: write PROVIDER:MODEL, e.g. local:smollm2-135m-instruct, "
             "openai:gpt-4o-mini or anthropic:claude-3-5-haiku-latest (provider in lower case)"
         )
 
@@ -88,10 +88,15 @@ class ProviderSettings(BaseModel):
 
     base_url: str | None = None
     api_key_env: str | None = None
-    rpm: float | None = Field(default=None, gt=0)
-    tpm: float | None = Field(default=None, gt=0)
-    max_concurrent: int | None = Field(default=None, ge=1)
+    rpm: int | None = Field(default=None, ge=1, description="requests per minute")
+    tpm: int | None = Field(default=None, ge=1, description="tokens per minute")
+    max_concurrency: int | None = Field(default=None, ge=1)
     timeout_sec: float | None = Field(default=None, gt=0)
+    # local: only
+    model_path: str | None = None
+    n_ctx: int | None = Field(default=None, ge=256)
+    n_threads: int | None = Field(default=None, ge=1)
+    max_tokens: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="before")
     @classmethod
@@ -271,6 +276,21 @@ class Plan(BaseModel):
     _by_id: dict[str, Task] = PrivateAttr(default_factory=dict)
     _order: dict[str, int] = PrivateAttr(default_factory=dict)
 
+    @field_validator("providers")
+    @classmethod
+    def _known_providers(cls, value: dict[str, ProviderSettings]) -> dict[str, ProviderSettings]:
+        from .agents.llm import BUILTIN_PROVIDERS
+
+        for name in value:
+            if name not in BUILTIN_PROVIDERS:
+                close = difflib.get_close_matches(name, BUILTIN_PROVIDERS, n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                raise ValueError(
+                    f"unknown provider {name!r}: {hint}known: {', '.join(BUILTIN_PROVIDERS)} "
+                    "(`openai` is any OpenAI-compatible server: vLLM, Ollama, llama-server; "
+                    "set its base_url)")
+        return value
+
     @model_validator(mode="before")
     @classmethod
     def _role_pools(cls, data: Any) -> Any:
@@ -422,6 +442,7 @@ class Plan(BaseModel):
                     "budget_usd"):
             if key in data:
                 top[key] = data[key]
+        top["pools"] = pools  # already validated; role pools are checked against them
         try:
             header = cls.model_validate(top)
         except ValidationError as exc:
@@ -434,7 +455,7 @@ class Plan(BaseModel):
         if graph is not None:
             problems += graph.problems
         if not isinstance(graph, CycleError):
-            problems += _llm_problems(tasks, header.roles if header else {}, pools)
+            problems += _llm_problems(tasks, header.roles if header is not None else {}, pools)
         if problems:
             if len(problems) == 1 and isinstance(graph, CycleError):
                 raise CycleError(graph.cycle, source)

@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 #: The embedded model: runs offline with no key and no server (see providers/local.py).
-DEFAULT_MODEL = "local:smollm2"
+DEFAULT_MODEL = "local:smollm2-135m-instruct"
 DEFAULT_MAX_ITERATIONS = 10
 DEFAULT_MAX_TOKENS = 512
 ROLES_FILE_ENV = "PARALLEL_AGENTS_ROLES"

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._core._budget import BUDGET_EXHAUSTED
-from .._exceptions import NonRetryableError
+from .._exceptions import NonRetryableError, ParallelAgentsError
 from ..pricing import PriceTable, estimate_prompt_tokens
 from ..providers.base import ChatRequest, Message, Provider, ProviderError, Usage, split_model
 from ..roles import LLMSettings, llm_settings
@@ -40,17 +40,26 @@ BUILTIN_PROVIDERS = ("local", "openai", "anthropic")
 
 
 def resolve_provider(spec: str, plan_providers: Mapping[str, Any] | None = None,
-                     injected: Mapping[str, Provider] | None = None) -> tuple[Provider, str]:
-    """`PROVIDER:MODEL` -> (the provider, the model name to put in requests).
+                     injected: Mapping[str, Provider] | None = None, *,
+                     record_dir: str | Path | None = None,
+                     replay_dir: str | Path | None = None) -> tuple[Provider, str, str | None]:
+    """`PROVIDER:MODEL` -> (provider, the spec it actually runs as, a note if it fell back).
 
     Providers given to the Executor win (tests, custom backends); otherwise the provider
-    registry builds one from the plan's `providers:` settings and the environment.
+    registry builds one from the plan's `providers:` settings and the environment (and may
+    fall back to the embedded `local:` model when a remote one has no key or server).
     """
     name, model = split_model(spec)
     if injected and name in injected:
-        return injected[name], model
+        provider = injected[name]
+        if record_dir is not None or replay_dir is not None:
+            from ..providers import replay
+
+            provider = (replay.ReplayProvider(replay_dir, name) if replay_dir is not None
+                        else replay.RecordingProvider(provider, record_dir, name))
+        return provider, spec, None
     try:
-        from ..providers.registry import get_provider
+        from ..providers.registry import resolve
     except ImportError as exc:
         raise ProviderError(
             f"cannot use model {spec!r}: the provider registry is not available ({exc}); "
@@ -58,7 +67,15 @@ def resolve_provider(spec: str, plan_providers: Mapping[str, Any] | None = None,
             retryable=False, provider=name) from None
     config = {k: (v.model_dump(exclude_none=True) if hasattr(v, "model_dump") else v)
               for k, v in (plan_providers or {}).items()}
-    return get_provider(spec, config), model
+    try:
+        res = resolve(spec, config, record_dir=record_dir, replay_dir=replay_dir)
+    except ProviderError:
+        raise
+    except (ParallelAgentsError, ValueError, ImportError, OSError) as exc:
+        # A configuration problem: retrying cannot fix it.
+        raise ProviderError(f"cannot use model {spec!r}: {exc}", retryable=False,
+                            provider=name) from None
+    return res.provider, f"{res.provider_name}:{res.model}", res.fallback
 
 
 def _as_text(value: Any) -> str:
@@ -133,15 +150,16 @@ class LLMAgent(Agent):
 
     * **providers** - providers by name (the `PROVIDER` of `PROVIDER:MODEL`), used before the
       registry; tests pass a `FunctionProvider` here.
-    * **wrap** - a function applied to each resolved provider (record/replay cassettes).
+    * **record_dir** / **replay_dir** - record calls to cassettes, or answer from them.
     """
 
-    def __init__(self, providers: Mapping[str, Provider] | None = None,
-                 wrap: Any = None) -> None:
-        self.providers = dict(providers or {})
-        self.wrap = wrap
+    def __init__(self, providers: Mapping[str, Provider] | None = None, *,
+                 record_dir: str | Path | None = None,
+                 replay_dir: str | Path | None = None) -> None:
+        self.providers = providers if providers is not None else {}
+        self.record_dir = record_dir
+        self.replay_dir = replay_dir
         self._temp_dirs: dict[str, Path] = {}
-        self._wrapped: dict[int, Provider] = {}
 
     def _workspace(self, ctx: TaskContext) -> Workspace:
         if ctx.workspace is not None:
@@ -157,22 +175,17 @@ class LLMAgent(Agent):
         ctx.progress(f"no workspace configured: files go to the temporary folder {root}")
         return Workspace(root)
 
-    def _provider(self, spec: str, plan: Plan | None) -> tuple[Provider, str]:
-        provider, model = resolve_provider(spec, plan.providers if plan else None,
-                                           self.providers)
-        if self.wrap is not None:
-            key = id(provider)
-            if key not in self._wrapped:
-                self._wrapped[key] = self.wrap(provider, split_model(spec)[0])
-            provider = self._wrapped[key]
-        return provider, model
-
     async def run(self, task: Task, ctx: TaskContext) -> TaskOutput:
         plan: Plan | None = getattr(ctx, "plan", None)
         budget = getattr(ctx, "budget", None)
         settings = llm_settings(task, plan)
         prices = PriceTable(plan.prices if plan else None)
-        provider, model_name = self._provider(settings.model, plan)
+        provider, runs_as, fallback = resolve_provider(
+            settings.model, plan.providers if plan else None, self.providers,
+            record_dir=self.record_dir, replay_dir=self.replay_dir)
+        if fallback:
+            ctx.progress(fallback)
+        model_name = split_model(runs_as)[1]
         workspace = self._workspace(ctx)
         tools = _tool_list(task, workspace)
         by_name = {t.name: t for t in tools}
@@ -193,7 +206,7 @@ class LLMAgent(Agent):
                 )
                 key = (task.id, ctx.attempt, iteration)
                 if budget is not None:
-                    worst = prices.worst_case(settings.model, estimate_prompt_tokens(request),
+                    worst = prices.worst_case(runs_as, estimate_prompt_tokens(request),
                                               request.max_tokens) or 0.0
                     budget.release(task.id)  # the start reservation becomes this call's
                     if not budget.try_reserve(key, worst):
@@ -207,7 +220,7 @@ class LLMAgent(Agent):
                         budget.release(key)
                     raise
                 calls += 1
-                call_cost = prices.cost(settings.model, response.usage)
+                call_cost = prices.cost(runs_as, response.usage)
                 if budget is not None:
                     budget.settle(key, call_cost)
                 usage = usage + response.usage
