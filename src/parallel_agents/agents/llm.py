@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -193,6 +194,7 @@ class LLMAgent(Agent):
         usage = Usage()
         cost = 0.0
         calls = 0
+        input_scale = 1.0
         text = ""
         try:
             for iteration in range(1, settings.max_iterations + 1):
@@ -205,8 +207,9 @@ class LLMAgent(Agent):
                     json_schema=task.output_schema,
                 )
                 key = (task.id, ctx.attempt, iteration)
+                estimate = estimate_prompt_tokens(request)
                 if budget is not None:
-                    worst = prices.worst_case(runs_as, estimate_prompt_tokens(request),
+                    worst = prices.worst_case(runs_as, math.ceil(estimate * input_scale),
                                               request.max_tokens) or 0.0
                     budget.release(task.id)  # the start reservation becomes this call's
                     if not budget.try_reserve(key, worst):
@@ -220,6 +223,10 @@ class LLMAgent(Agent):
                         budget.release(key)
                     raise
                 calls += 1
+                if response.usage.input_tokens > estimate * input_scale:
+                    # The tokenizer counts more than our estimate: scale later estimates so
+                    # only this one call can have overshot its reservation.
+                    input_scale = response.usage.input_tokens / max(1, estimate)
                 call_cost = prices.cost(runs_as, response.usage)
                 if budget is not None:
                     budget.settle(key, call_cost)
