@@ -186,6 +186,21 @@ class LLMAgent(Agent):
             record_dir=self.record_dir, replay_dir=self.replay_dir)
         if fallback:
             ctx.progress(fallback)
+        # Registry-built remote clients belong to this event loop and this task; providers
+        # the caller passed in are the caller's to close.
+        owned = split_model(settings.model)[0] not in self.providers
+        try:
+            return await self._loop(task, ctx, settings, provider, runs_as, budget, prices)
+        finally:
+            if owned:
+                try:
+                    await provider.aclose()
+                except Exception:  # noqa: BLE001 - closing must not turn success into failure
+                    log.debug("closing provider for %s failed", settings.model, exc_info=True)
+
+    async def _loop(self, task: Task, ctx: TaskContext, settings: LLMSettings,
+                    provider: Provider, runs_as: str, budget: Any,
+                    prices: PriceTable) -> TaskOutput:
         model_name = split_model(runs_as)[1]
         workspace = self._workspace(ctx)
         tools = _tool_list(task, workspace)
