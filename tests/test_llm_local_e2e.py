@@ -3,6 +3,8 @@
 A plan of several LLM tasks with dependencies runs through the CLI, as a user would run it,
 and we check what the model really produced: text, token counts, files in the workspace.
 The answers of a 135M model are not good; we check that they are real, not that they are wise.
+`max_iterations: 1` means no tools are offered (the last call of a loop never offers tools):
+SmolLM2-135M writes tool-call JSON poorly and slowly, and files come from `output_file`.
 """
 
 from __future__ import annotations
@@ -27,14 +29,14 @@ tasks:
     prompt: Write one SQL CREATE TABLE statement for restaurant bookings.
     model: local:smollm2-135m-instruct
     max_tokens: 48
-    max_iterations: 2
+    max_iterations: 1
     output_file: db/schema.sql
   - id: api
     agent: backend
     prompt: Name three HTTP endpoints for the booking API, one per line.
     model: local:smollm2-135m-instruct
     max_tokens: 48
-    max_iterations: 2
+    max_iterations: 1
     depends_on: [schema]
     output_file: api/endpoints.txt
   - id: audit
