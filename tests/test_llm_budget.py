@@ -49,7 +49,7 @@ def test_a_budget_of_exactly_n_calls_admits_n() -> None:
 
 # -- the scheduler gate (pure, property-tested) -----------------------------------------
 @st.composite
-def plans(draw: Any) -> tuple[pa.Plan, dict[str, float], float, int]:
+def plans(draw: Any) -> tuple[pa.Plan, dict[str, float], float]:
     n = draw(st.integers(1, 12))
     tasks = []
     costs = {}
@@ -59,14 +59,13 @@ def plans(draw: Any) -> tuple[pa.Plan, dict[str, float], float, int]:
         tasks.append(pa.Task(id=f"t{i}", prompt="p", depends_on=deps))
         costs[f"t{i}"] = draw(st.sampled_from([0.0, 0.05, 0.1, 0.25, 0.4, 1.5]))
     limit = draw(st.sampled_from([0.0, 0.1, 0.3, 0.5, 1.0, 2.0]))
-    workers = draw(st.integers(1, 6))
-    return pa.Plan(tasks=tasks), costs, limit, draw(st.integers(0, 10_000)) + workers * 0
+    return pa.Plan(tasks=tasks), costs, limit
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(plans(), st.integers(1, 6), st.integers(0, 2**16))
 def test_scheduler_never_commits_more_than_the_budget(case: Any, workers: int, seed: int) -> None:
-    plan, costs, limit, _ = case
+    plan, costs, limit = case
     rng = random.Random(seed)
     budget = Budget(limit)
     sched = Scheduler(plan, max_workers=workers, budget=budget, start_cost=costs)

@@ -54,7 +54,11 @@ def resolve_provider(spec: str, plan_providers: Mapping[str, Any] | None = None,
     if injected and name in injected:
         provider = injected[name]
         if record_dir is not None or replay_dir is not None:
-            from ..providers import replay
+            try:
+                from ..providers import replay
+            except ImportError as exc:
+                raise ProviderError(f"record/replay is not available in this build ({exc})",
+                                    retryable=False, provider=name) from None
 
             provider = (replay.ReplayProvider(replay_dir, name) if replay_dir is not None
                         else replay.RecordingProvider(provider, record_dir, name))
