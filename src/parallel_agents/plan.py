@@ -222,8 +222,8 @@ class Task(BaseModel):
                                             ("run", self.run is not None),
                                             ("agent/prompt", is_llm)) if present]
         if len(given) > 1:
-            raise ValueError(f"give exactly one of command, run or agent/prompt, not "
-                             f"{' and '.join(given)}")
+            raise ValueError("give either command or run (or agent/prompt for an LLM task), "
+                             f"not {' and '.join(given)}")
         if not given:
             raise ValueError(
                 "nothing to run: give a command (a program and its arguments), "
