@@ -519,12 +519,18 @@ def _validation_problems(exc: ValidationError, where: str, known: set[str]) -> l
 def _apply_role_pools(tasks: Iterable[Any], roles: Any) -> list[Any]:
     out = []
     for task in tasks:
-        if isinstance(task, Task) and task.agent and "pool" not in task.model_fields_set:
-            role = roles.get(task.agent) if isinstance(roles, Mapping) else None
+        is_task = isinstance(task, Task)
+        agent = task.agent if is_task else (task.get("agent") if isinstance(task, Mapping)
+                                            else None)
+        has_pool = ("pool" in task.model_fields_set) if is_task else (
+            not isinstance(task, Mapping) or "pool" in task)
+        if isinstance(agent, str) and not has_pool:
+            role = roles.get(agent) if isinstance(roles, Mapping) else None
             pool = role.pool if isinstance(role, Role) else (
                 role.get("pool") if isinstance(role, Mapping) else None)
             if isinstance(pool, str):
-                task = task.model_copy(update={"pool": pool})
+                task = (task.model_copy(update={"pool": pool}) if is_task
+                        else {**task, "pool": pool})
         out.append(task)
     return out
 
