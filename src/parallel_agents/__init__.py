@@ -21,10 +21,12 @@ from ._exceptions import (
     UsageError,
 )
 from .agents import Agent, TaskContext, TaskOutput
+from .agents.tools import tool
 from .events import Event, EventBus
 from .executor import Executor, run
 from .plan import Plan, Pool, Task
 from .results import AttemptRecord, RunResult, TaskResult
+from .roles import Role
 from .simulate import Simulation, simulate
 
 __version__ = "0.1.0"
@@ -42,6 +44,7 @@ __all__ = [
     "PlanError",
     "PlanProblem",
     "Pool",
+    "Role",
     "RunResult",
     "Simulation",
     "Task",
@@ -53,6 +56,7 @@ __all__ = [
     "UsageError",
     "run",
     "simulate",
+    "tool",
 ]
 
 # Tracebacks and reprs read `parallel_agents.Plan`, not the private module it lives in.

@@ -112,6 +112,16 @@ def run_command(
     seed: Annotated[Optional[int], typer.Option(
         "--seed", help="Seed the retry jitter (reproducible runs).")] = None,
     config_file: cli_ui.ConfigOption = None,
+    budget: Annotated[Optional[float], typer.Option(
+        "--budget", min=0, metavar="USD",
+        help="Spending limit for LLM calls; tasks that cannot afford their worst case are "
+             "skipped and the run ends partial.")] = None,
+    record: Annotated[Optional[str], typer.Option(
+        "--record", metavar="DIR", help="Record LLM calls to cassettes in DIR.")] = None,
+    replay: Annotated[Optional[str], typer.Option(
+        "--replay", metavar="DIR", help="Answer LLM calls from cassettes in DIR (offline).")] = None,
+    workspace: Annotated[Optional[str], typer.Option(
+        "--workspace", metavar="DIR", help="Folder LLM tasks read and write files in.")] = None,
 ) -> None:
     """Run a plan: each task starts as soon as its dependencies succeed and its pool has room."""
     setup = cli_ui.setup_run(plan_file, config_file=config_file, max_workers=max_workers,
@@ -119,7 +129,9 @@ def run_command(
     plan = setup.plan
     try:
         executor = Executor(strategy=setup.strategy,  # type: ignore[arg-type]
-                            max_workers=setup.max_workers, fail_fast=setup.fail_fast, seed=seed)
+                            max_workers=setup.max_workers, fail_fast=setup.fail_fast, seed=seed,
+                            budget_usd=budget, record_dir=record, replay_dir=replay,
+                            workspace=workspace)
     except UsageError as exc:
         _fail_usage(str(exc))
     progress = None

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from . import metrics
+from ._core._budget import BUDGET_EXHAUSTED, Budget
 from ._core._scheduler import (
     CancelRequested,
     CancelTask,
@@ -40,9 +41,13 @@ from ._exceptions import PlanError, PlanProblem, TaskError, UsageError
 from .agents import Agent, TaskContext, TaskOutput
 from .agents.command import CommandAgent
 from .agents.function import FunctionAgent
+from .agents.llm import BUILTIN_PROVIDERS, LLMAgent, start_cost
 from .events import Event, EventBus, EventKind
 from .plan import STRATEGIES, Plan, Strategy
+from .pricing import PriceTable, sum_usage
+from .providers.base import Provider, split_model
 from .results import AttemptRecord, RunResult, TaskResult
+from .roles import llm_settings
 
 __all__ = ["Executor", "run", "new_run_id"]
 
@@ -91,6 +96,12 @@ class Executor:
       the rest. By default independent work continues (graceful degradation).
     * **agents** - extra or replacement agents by task kind (`"command"`, `"function"`, ...).
     * **seed** - seeds the retry jitter, for reproducible runs.
+    * **providers** - LLM providers by name (`PROVIDER` in `model: PROVIDER:MODEL`), used
+      before the provider registry: custom backends, or a `FunctionProvider` in tests.
+    * **budget_usd** - spending limit per run (overrides the plan's `budget_usd`): no LLM call
+      starts whose worst-case cost exceeds what is left; tasks that cannot start are skipped.
+    * **record_dir** / **replay_dir** - record provider calls to cassettes, or answer them from
+      cassettes without any network (see docs/llm-agents.md).
     """
 
     def __init__(
@@ -103,6 +114,10 @@ class Executor:
         on_event: Callable[[Event], None] | None = None,
         workspace: str | Path | None = None,
         seed: int | None = None,
+        providers: Mapping[str, Provider] | None = None,
+        budget_usd: float | None = None,
+        record_dir: str | Path | None = None,
+        replay_dir: str | Path | None = None,
     ) -> None:
         if max_workers is not None and max_workers < 1:
             raise UsageError(f"max_workers must be at least 1, got {max_workers}")
@@ -111,7 +126,19 @@ class Executor:
         self.strategy = strategy
         self.max_workers = max_workers
         self.fail_fast = fail_fast
-        self.agents: dict[str, Agent] = {"command": CommandAgent(), "function": FunctionAgent()}
+        if budget_usd is not None and budget_usd < 0:
+            raise UsageError(f"budget must be at least 0 USD, got {budget_usd}")
+        if record_dir is not None and replay_dir is not None:
+            raise UsageError("give record_dir (--record) or replay_dir (--replay), not both")
+        if replay_dir is not None and not Path(replay_dir).is_dir():
+            raise UsageError(f"replay folder {replay_dir} does not exist: record cassettes "
+                             "first with --record DIR")
+        self.providers: dict[str, Provider] = dict(providers or {})
+        self.budget_usd = budget_usd
+        self.agents: dict[str, Agent] = {
+            "command": CommandAgent(), "function": FunctionAgent(),
+            "llm": LLMAgent(self.providers, record_dir=record_dir, replay_dir=replay_dir),
+        }
         self.agents.update(agents or {})
         self.workspace = Path(workspace) if workspace is not None else None
         self.seed = seed
@@ -132,6 +159,7 @@ class Executor:
         """Run `plan` to the end and return its result. Never raises for a failed task."""
         strategy = self.strategy or plan.strategy or "dependency"
         _check_strategy(plan, strategy)
+        _check_llm_tasks(plan, self)
         run = _Run(self, plan, strategy, run_id or new_run_id())
         self._active.add(run)
         try:
@@ -160,9 +188,18 @@ class _Run:
         self.run_id = run_id
         self.bus = EventBus(list(executor._subscribers))
         rng = random.Random(executor.seed) if executor.seed is not None else random.Random()
+        limit = executor.budget_usd if executor.budget_usd is not None else plan.budget_usd
+        self.budget = Budget(limit) if limit is not None else None
+        costs: dict[str, float] = {}
+        if self.budget is not None:
+            prices = PriceTable(plan.prices)
+            for t in plan.tasks:
+                if t.kind == "llm":
+                    costs[t.id] = start_cost(t, plan, prices) or 0.0
         self.scheduler = Scheduler(
             plan, strategy=strategy,  # type: ignore[arg-type]
             max_workers=executor.max_workers, fail_fast=executor.fail_fast, rng=rng,
+            budget=self.budget, start_cost=costs,
         )
         self.results: dict[str, TaskResult] = {
             t.id: TaskResult(id=t.id, pool=t.pool) for t in plan.tasks
@@ -298,6 +335,7 @@ class _Run:
             task=task, run_id=self.run_id, attempt=record.attempt,
             inputs={d: self.results[d].output for d in task.depends_on},
             workspace=self.executor.workspace,
+            plan=self.plan, budget=self.budget,
             _report=lambda msg, frac: self.emit(
                 "task_progress", task_id, attempt=record.attempt, message=msg,
                 data=None if frac is None else {"fraction": frac}),
@@ -335,12 +373,14 @@ class _Run:
                 record.error = f"timed out after {timeout:g}s (timeout_sec={timeout:g})"
             event = TaskFailed(task_id, record.error)
         except TaskError as exc:
+            self._count_partial(result, exc)
             record.finished_at = self.now()
             record.outcome = "failed"
             record.error = str(exc) or type(exc).__name__
             event = TaskFailed(task_id, record.error, exc.retryable,
                                getattr(exc, "retry_after", None))
         except Exception as exc:  # noqa: BLE001 - any agent failure fails the attempt only
+            self._count_partial(result, exc)
             record.finished_at = self.now()
             record.outcome = "failed"
             record.error = f"{type(exc).__name__}: {exc}"
@@ -349,7 +389,7 @@ class _Run:
             record.finished_at = self.now()
             record.outcome = "succeeded"
             if isinstance(output, TaskOutput):
-                result.usage = output.usage
+                result.usage = _add_usage(result.usage, output.usage)
                 result.cost_usd += output.cost_usd
                 result.files = output.files
                 output = output.output
@@ -361,8 +401,9 @@ class _Run:
         self.cancelling.discard(task_id)
         if isinstance(event, TaskSucceeded):
             data: dict[str, Any] = {"duration": round(record.duration, 6)}
-            if result.cost_usd:
-                data["cost_usd"] = result.cost_usd  # the live display sums it
+            if result.usage or result.cost_usd:
+                data["cost_usd"] = round(result.cost_usd, 8)  # the live display sums it
+                data["usage"] = dict(result.usage)
             self.emit("task_succeeded", task_id, attempt=record.attempt, data=data)
         elif isinstance(event, TaskCancelled):
             result.status = "cancelled"
@@ -370,6 +411,14 @@ class _Run:
             self.emit("task_cancelled", task_id, attempt=record.attempt, message=record.error)
         self.scheduler.send(event)
         self._pump_soon()
+
+    @staticmethod
+    def _count_partial(result: TaskResult, exc: BaseException) -> None:
+        """A failed LLM attempt may have paid for calls: count them in the totals."""
+        partial = getattr(exc, "partial_output", None)
+        if isinstance(partial, TaskOutput):
+            result.usage = _add_usage(result.usage, partial.usage)
+            result.cost_usd += partial.cost_usd
 
     # -- the result ----------------------------------------------------------------------
     def _result(self, started: float, finished: float, status: str) -> RunResult:
@@ -414,9 +463,26 @@ class _Run:
             max_parallel = metrics.peak_concurrency(intervals)
         reason = self.cancel_reason
         if reason is None and status != "succeeded":
-            bad = [r for r in self.results.values() if r.status == "failed"]
-            if bad:
+            broke = [r for r in self.results.values()
+                     if r.status in ("skipped", "failed") and r.error
+                     and r.error.startswith(BUDGET_EXHAUSTED)]
+            bad = [r for r in self.results.values() if r.status == "failed" and r not in broke]
+            if broke:
+                reason = (f"{BUDGET_EXHAUSTED} (${self.budget.limit if self.budget else 0:g}): "
+                          f"{len(broke)} task(s) not run or stopped: "
+                          + ", ".join(r.id for r in broke[:5]))
+                if bad:
+                    reason += f"; {len(bad)} task(s) failed: " + ", ".join(r.id for r in bad[:5])
+            elif bad:
                 reason = f"{len(bad)} task(s) failed: " + ", ".join(r.id for r in bad[:5])
+        by_pool: dict[str, float] = {}
+        by_agent: dict[str, float] = {}
+        for t in self.plan.tasks:
+            r = self.results[t.id]
+            if r.usage or r.cost_usd:
+                by_pool[t.pool] = by_pool.get(t.pool, 0.0) + r.cost_usd
+                agent = t.agent or t.kind
+                by_agent[agent] = by_agent.get(agent, 0.0) + r.cost_usd
         result = RunResult(
             run_id=self.run_id,
             status=status,  # type: ignore[arg-type]
@@ -434,9 +500,52 @@ class _Run:
             max_parallel=max_parallel,
             pool_utilization=utilization,
             reason=reason,
+            cost_usd=sum(r.cost_usd for r in self.results.values()),
+            usage=sum_usage(r.usage for r in self.results.values() if r.usage),
+            cost_by_pool=by_pool,
+            cost_by_agent=by_agent,
+            budget_usd=self.budget.limit if self.budget is not None else None,
         )
         self.emit("run_finished", message=status, data={
             "status": status, "makespan_seconds": round(makespan, 6),
-            "speedup": round(result.speedup, 4),
+            "speedup": round(result.speedup, 4), "cost_usd": round(result.cost_usd, 8),
         })
         return result
+
+
+def _add_usage(a: Mapping[str, int], b: Mapping[str, int]) -> dict[str, int]:
+    out = dict(a)
+    for key, value in b.items():
+        out[key] = out.get(key, 0) + int(value or 0)
+    return out
+
+
+def _check_llm_tasks(plan: Plan, executor: Executor) -> None:
+    """Before anything runs: every LLM task names a usable provider and, under a budget, a
+    model with a known price (an unknown price would make the budget meaningless)."""
+    llm = [(i, t) for i, t in enumerate(plan.tasks) if t.kind == "llm"]
+    if not llm:
+        return
+    known = set(BUILTIN_PROVIDERS) | set(plan.providers) | set(executor.providers)
+    limit = executor.budget_usd if executor.budget_usd is not None else plan.budget_usd
+    prices = PriceTable(plan.prices)
+    problems: list[PlanProblem] = []
+    for index, task in llm:
+        spec = llm_settings(task, plan).model
+        provider, _ = split_model(spec)
+        where = f"tasks[{index}] ({task.id}).model"
+        if provider not in known:
+            import difflib
+
+            close = difflib.get_close_matches(provider, sorted(known), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            problems.append(PlanProblem(where, (
+                f"unknown provider {provider!r} in {spec!r}: {hint}use one of "
+                f"{', '.join(sorted(known))} (openai: is any OpenAI-compatible server; set "
+                f"its base_url under `providers:`)")))
+        elif limit is not None and prices.price(spec) is None:
+            problems.append(PlanProblem(where, (
+                f"no price known for {spec!r}, so the budget cannot be enforced: add it under "
+                f"`prices:` ({split_model(spec)[1]}: {{input_per_mtok: ..., output_per_mtok: ...}})")))
+    if problems:
+        raise PlanError(problems)

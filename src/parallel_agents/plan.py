@@ -10,6 +10,7 @@ import difflib
 import graphlib
 import inspect
 import json
+import re
 import shlex
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -27,11 +28,15 @@ from pydantic import (
 )
 
 from ._exceptions import CycleError, PlanError, PlanProblem
+from .pricing import ModelPrice
+from .roles import Role, all_roles
 
 __all__ = [
     "Pool",
     "Task",
     "Plan",
+    "ProviderSettings",
+    "check_model_spec",
     "PRIORITY_NAMES",
     "DEFAULT_POOL",
     "Strategy",
@@ -58,6 +63,64 @@ def _coerce_priority(value: Any) -> Any:
     if isinstance(value, bool):
         raise ValueError("priority must be critical|high|medium|low or a number 0-10, not a boolean")
     return value
+
+
+_MODEL_SPEC = re.compile(r"^[a-z][a-z0-9_.-]*:\S+$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_SECRET_KEYS = ("api_key", "apikey", "key", "token", "secret", "password", "authorization",
+                "auth", "bearer", "access_token")
+
+
+def check_model_spec(spec: str) -> None:
+    """`PROVIDER:MODEL`, e.g. `openai:gpt-4o-mini`, `anthropic:claude-3-5-haiku-latest`."""
+    if not _MODEL_SPEC.match(spec.strip()) or spec != spec.strip():
+        raise ValueError(
+            f"bad model {spec!r}: write PROVIDER:MODEL, e.g. local:smollm2-135m-instruct, "
+            "openai:gpt-4o-mini or anthropic:claude-3-5-haiku-latest (provider in lower case)"
+        )
+
+
+class ProviderSettings(BaseModel):
+    """How to reach one provider. The API key itself never goes in a plan: name the
+    environment variable that holds it (`api_key_env`), so plans can be shared and stored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    base_url: str | None = None
+    api_key_env: str | None = None
+    rpm: int | None = Field(default=None, ge=1, description="requests per minute")
+    tpm: int | None = Field(default=None, ge=1, description="tokens per minute")
+    max_concurrency: int | None = Field(default=None, ge=1)
+    timeout_sec: float | None = Field(default=None, gt=0)
+    # local: only
+    model_path: str | None = None
+    n_ctx: int | None = Field(default=None, ge=256)
+    n_threads: int | None = Field(default=None, ge=1)
+    max_tokens: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_secrets(cls, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            for key in data:
+                if str(key).lower().replace("-", "_") in _SECRET_KEYS:
+                    raise ValueError(
+                        f"refusing to store a secret in a plan: remove `{key}` and put the key "
+                        "in an environment variable, then name that variable with "
+                        "`api_key_env: OPENAI_API_KEY` (for example)"
+                    )
+        return data
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, value: str | None) -> str | None:
+        # Never echo the value: if it is not a variable name it may well be the key itself.
+        if value is not None and not _ENV_NAME.match(value):
+            raise ValueError(
+                "api_key_env must be the NAME of an environment variable (like "
+                "OPENAI_API_KEY), not the key itself; the value was not shown"
+            )
+        return value
 
 
 class Pool(BaseModel):
@@ -95,6 +158,16 @@ class Task(BaseModel):
     env: dict[str, str] = Field(default_factory=dict)
     stage: str | None = None
     run: Callable[..., Any] | None = Field(default=None, exclude=True, repr=False)
+    # -- LLM tasks (kind "llm"): an agent role and a prompt; see docs/llm-agents.md -------
+    agent: str | None = Field(default=None, min_length=1, description="Role name, e.g. backend.")
+    prompt: str | None = None
+    model: str | None = Field(default=None, description="PROVIDER:MODEL, e.g. openai:gpt-4o-mini")
+    max_iterations: int | None = Field(default=None, ge=1, le=100)
+    max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
+    output_schema: dict[str, Any] | None = None
+    output_file: str | None = Field(default=None, min_length=1,
+                                    description="Also save the answer to this workspace file.")
+    tools: tuple[Callable[..., Any], ...] = Field(default=(), exclude=True, repr=False)
 
     @field_validator("id")
     @classmethod
@@ -148,15 +221,32 @@ class Task(BaseModel):
             }
         return value
 
+    @field_validator("model")
+    @classmethod
+    def _model_spec(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_model_spec(value)
+        return value
+
     @model_validator(mode="after")
     def _one_thing_to_run(self) -> Task:
-        if self.command is not None and self.run is not None:
-            raise ValueError("give either command or run, not both")
-        if self.command is None and self.run is None:
+        is_llm = self.agent is not None or self.prompt is not None
+        given = [name for name, present in (("command", self.command is not None),
+                                            ("run", self.run is not None),
+                                            ("agent/prompt", is_llm)) if present]
+        if len(given) > 1:
+            raise ValueError("give either command or run (or agent/prompt for an LLM task), "
+                             f"not {' and '.join(given)}")
+        if not given:
             raise ValueError(
-                "nothing to run: give a command (a program and its arguments) "
-                "or, in Python, run=callable"
+                "nothing to run: give a command (a program and its arguments), "
+                "an agent role with a prompt (an LLM task) or, in Python, run=callable"
             )
+        if is_llm and not (self.prompt or self.description):
+            raise ValueError("an LLM task needs a prompt (or a description to use as one)")
+        for tool in self.tools:
+            if not callable(tool):
+                raise ValueError(f"tools must be callables, got {type(tool).__name__}")
         if self.run is not None and not callable(self.run):
             raise ValueError(f"run must be callable, got {type(self.run).__name__}")
         if self.id in self.depends_on:
@@ -165,12 +255,16 @@ class Task(BaseModel):
 
     @property
     def kind(self) -> str:
-        """Which agent runs this task: "command" or "function"."""
-        return "command" if self.command is not None else "function"
+        """Which agent runs this task: "command", "function" or "llm"."""
+        if self.command is not None:
+            return "command"
+        if self.run is not None:
+            return "function"
+        return "llm"
 
     def describe(self) -> dict[str, Any]:
         """The task as plain JSON data (what command tasks receive on stdin)."""
-        data = self.model_dump(mode="json", exclude={"run"})
+        data = self.model_dump(mode="json", exclude={"run", "tools"})
         data["kind"] = self.kind
         return data
 
@@ -186,15 +280,47 @@ class Plan(BaseModel):
     stages: tuple[str, ...] | None = None
     pools: dict[str, Pool] = Field(default_factory=dict)
     tasks: tuple[Task, ...] = ()
+    # -- LLM settings (see docs/llm-agents.md) ------------------------------------------
+    providers: dict[str, ProviderSettings] = Field(default_factory=dict)
+    roles: dict[str, Role] = Field(default_factory=dict)
+    prices: dict[str, ModelPrice] = Field(default_factory=dict)
+    budget_usd: float | None = Field(default=None, ge=0)
 
     _by_id: dict[str, Task] = PrivateAttr(default_factory=dict)
     _order: dict[str, int] = PrivateAttr(default_factory=dict)
+
+    @field_validator("providers")
+    @classmethod
+    def _known_providers(cls, value: dict[str, ProviderSettings]) -> dict[str, ProviderSettings]:
+        from .agents.llm import BUILTIN_PROVIDERS
+
+        for name in value:
+            if name not in BUILTIN_PROVIDERS:
+                close = difflib.get_close_matches(name, BUILTIN_PROVIDERS, n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                raise ValueError(
+                    f"unknown provider {name!r}: {hint}known: {', '.join(BUILTIN_PROVIDERS)} "
+                    "(`openai` is any OpenAI-compatible server: vLLM, Ollama, llama-server; "
+                    "set its base_url)")
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _role_pools(cls, data: Any) -> Any:
+        # A task with a role but no pool of its own runs in the role's pool.
+        if isinstance(data, Mapping) and data.get("roles") and data.get("tasks"):
+            data = dict(data)
+            data["tasks"] = _apply_role_pools(data["tasks"], data["roles"])
+        return data
 
     @model_validator(mode="after")
     def _check_graph(self) -> Plan:
         problems = _graph_problems(self.tasks, self.pools)
         if problems:
             raise problems
+        llm = _llm_problems(self.tasks, self.roles, self.pools)
+        if llm:
+            raise PlanError(llm)
         self._by_id = {t.id: t for t in self.tasks}
         self._order = {t.id: i for i, t in enumerate(self.tasks)}
         return self
@@ -343,19 +469,25 @@ class Plan(BaseModel):
                     invalid_ids.setdefault(raw["id"], index)
 
         top: dict[str, Any] = {}
-        for key in ("name", "max_workers", "strategy", "stages"):
+        for key in ("name", "max_workers", "strategy", "stages", "providers", "roles", "prices",
+                    "budget_usd"):
             if key in data:
                 top[key] = data[key]
+        top["pools"] = pools  # already validated; role pools are checked against them
         try:
             header = cls.model_validate(top)
         except ValidationError as exc:
             problems += _validation_problems(exc, "", known)
             header = None
 
+        if header is not None and header.roles:
+            tasks = _apply_role_pools(tasks, header.roles)
         graph = _graph_problems(tasks, pools, positions=positions, invalid_ids=invalid_ids,
                                 known_pools=known_pools)
         if graph is not None:
             problems += graph.problems
+        if not isinstance(graph, CycleError):
+            problems += _llm_problems(tasks, header.roles if header is not None else {}, pools)
         if problems:
             if len(problems) == 1 and isinstance(graph, CycleError):
                 raise CycleError(graph.cycle, source)
@@ -374,6 +506,10 @@ class Plan(BaseModel):
             stages=header.stages,
             pools=pools,
             tasks=tuple(tasks),
+            providers=header.providers,
+            roles=header.roles,
+            prices=header.prices,
+            budget_usd=header.budget_usd,
         )
 
 
@@ -409,6 +545,53 @@ def _validation_problems(exc: ValidationError, where: str, known: set[str]) -> l
         if err["type"] not in ("value_error", "missing") and "input" in err:
             msg = f"{msg} (got {err['input']!r})"
         problems.append(PlanProblem(location, msg))
+    return problems
+
+
+def _apply_role_pools(tasks: Iterable[Any], roles: Any) -> list[Any]:
+    out = []
+    for task in tasks:
+        is_task = isinstance(task, Task)
+        agent = task.agent if is_task else (task.get("agent") if isinstance(task, Mapping)
+                                            else None)
+        has_pool = ("pool" in task.model_fields_set) if is_task else (
+            not isinstance(task, Mapping) or "pool" in task)
+        if isinstance(agent, str) and not has_pool:
+            role = roles.get(agent) if isinstance(roles, Mapping) else None
+            pool = role.pool if isinstance(role, Role) else (
+                role.get("pool") if isinstance(role, Mapping) else None)
+            if isinstance(pool, str):
+                task = (task.model_copy(update={"pool": pool}) if is_task
+                        else {**task, "pool": pool})
+        out.append(task)
+    return out
+
+
+def _llm_problems(tasks: Iterable[Task], plan_roles: Mapping[str, Role],
+                  pools: Mapping[str, Pool]) -> list[PlanProblem]:
+    """Unknown roles (with a suggestion), and role pools that are not declared."""
+    problems: list[PlanProblem] = []
+    try:
+        known = all_roles(plan_roles)
+    except ValueError as exc:  # a broken roles file
+        return [PlanProblem("roles", str(exc))]
+    for index, task in enumerate(tasks):
+        if task.agent is not None and task.agent not in known:
+            close = difflib.get_close_matches(task.agent, sorted(known), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            problems.append(PlanProblem(
+                f"tasks[{index}] ({task.id}).agent",
+                f"unknown role {task.agent!r}: {hint}define it under `roles:` "
+                f"(known: {', '.join(sorted(known))})",
+            ))
+    pool_names = set(pools) | {DEFAULT_POOL}
+    for name, role in plan_roles.items():
+        if role.pool is not None and role.pool not in pool_names:
+            problems.append(PlanProblem(
+                f"roles.{name}.pool",
+                f"unknown pool {role.pool!r}: declare it under `pools:` "
+                f"(known: {', '.join(sorted(pool_names))})",
+            ))
     return problems
 
 

@@ -419,8 +419,16 @@ def summary_rows(result: RunResult | dict[str, Any], plan: Plan | None = None) -
         label, count = plan_phases(plan, d.get("strategy") or "dependency")
         rows.append((label, str(count)))
     rows.append(("max parallel", str(d["max_parallel"])))
-    cost = sum(float(t.get("cost_usd") or 0.0) for t in tasks.values())
-    rows.append(("cost", f"${cost:.4f}" if cost else "$0 (no priced usage)"))
+    cost = float(d.get("cost_usd") or 0.0) or sum(
+        float(t.get("cost_usd") or 0.0) for t in tasks.values())
+    usage = d.get("usage") or {}
+    if usage.get("input_tokens") or usage.get("output_tokens"):
+        rows.append(("LLM tokens (in/out)",
+                     f"{usage.get('input_tokens', 0)}/{usage.get('output_tokens', 0)}"))
+    spent = f"${cost:.4f}" if cost else "$0 (no priced usage)"
+    if d.get("budget_usd") is not None:
+        spent += f" of ${float(d['budget_usd']):g} budget"
+    rows.append(("cost", spent))
     cp = list(d.get("critical_path") or [])
     rows.append(("critical path",
                  f"{float(d['critical_path_seconds']):.2f}s, {len(cp)} task(s): "

@@ -97,6 +97,12 @@ class RunResult:
     max_parallel: int
     pool_utilization: dict[str, float]
     reason: str | None = None
+    #: LLM spend: total USD and tokens, and USD per pool and per agent role
+    cost_usd: float = 0.0
+    usage: dict[str, int] = field(default_factory=dict)
+    cost_by_pool: dict[str, float] = field(default_factory=dict)
+    cost_by_agent: dict[str, float] = field(default_factory=dict)
+    budget_usd: float | None = None
 
     @property
     def succeeded(self) -> bool:
@@ -124,5 +130,10 @@ class RunResult:
             "max_parallel": self.max_parallel,
             "pool_utilization": {k: round(v, 4) for k, v in self.pool_utilization.items()},
             "counts": {s: self.count(s) for s in ("succeeded", "failed", "skipped", "cancelled")},
+            "cost_usd": round(self.cost_usd, 8),
+            "usage": self.usage,
+            "cost_by_pool": {k: round(v, 8) for k, v in self.cost_by_pool.items()},
+            "cost_by_agent": {k: round(v, 8) for k, v in self.cost_by_agent.items()},
+            "budget_usd": self.budget_usd,
             "tasks": {tid: t.to_dict() for tid, t in self.tasks.items()},
         }

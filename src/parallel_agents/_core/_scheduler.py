@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from ..plan import Plan, Strategy
+from ._budget import BUDGET_EXHAUSTED, Budget
 from ._state import TERMINAL, TRANSITIONS, TaskState, check_transition
 
 __all__ = [
@@ -179,8 +180,15 @@ class Scheduler:
         rng: random.Random | None = None,
         already_succeeded: Iterable[str] = (),
         prior_attempts: Mapping[str, int] | None = None,
+        budget: Budget | None = None,
+        start_cost: Mapping[str, float] | None = None,
     ) -> None:
         self.plan = plan
+        # Budget gate: a task with a start cost (the worst case of its first paid call) starts
+        # only if that much can be reserved; the reservation is held under the task's id until
+        # the driver moves it to the call, and whatever is left is released when it ends.
+        self.budget = budget
+        self.start_cost: dict[str, float] = dict(start_cost or {})
         self.strategy: Strategy = strategy or plan.strategy or "dependency"
         limit = max_workers if max_workers is not None else plan.max_workers
         if self.strategy == "sequential":
@@ -346,6 +354,8 @@ class Scheduler:
             self._gate_left[gate] -= 1
 
     def _release_slot(self, task_id: str) -> None:
+        if self.budget is not None:
+            self.budget.release(task_id)
         self._running -= 1
         self._pool_free[self._info[task_id].pool] += 1
 
@@ -425,8 +435,8 @@ class Scheduler:
         for heap in self._heaps.values():
             heap.clear()
 
-    def _skip_dependents(self, failed_id: str) -> None:
-        stack = [(failed_id, f"dependency {failed_id!r} failed")]
+    def _skip_dependents(self, failed_id: str, first_reason: str | None = None) -> None:
+        stack = [(failed_id, first_reason or f"dependency {failed_id!r} failed")]
         while stack:
             parent, reason = stack.pop()
             for child in self._info[parent].dependents:
@@ -486,6 +496,24 @@ class Scheduler:
             return
         heaps = self._heaps
         free = self._pool_free
+        unaffordable: list[tuple[tuple, str]] = []
+        try:
+            self._dispatch_loop(heaps, free, unaffordable)
+        finally:
+            for entry in unaffordable:  # wait for in-flight reservations to settle
+                heapq.heappush(heaps[self._info[entry[-1]].pool], entry)
+
+    def _affordable(self, task_id: str) -> bool | None:
+        """True: reserved (or free). None: wait for money in flight. False: never affordable."""
+        cost = self.start_cost.get(task_id, 0.0)
+        if self.budget is None or cost <= 0:
+            return True
+        if self.budget.try_reserve(task_id, cost):
+            return True
+        return None if self.budget.outstanding else False
+
+    def _dispatch_loop(self, heaps: dict[str, list[tuple]], free: dict[str, float],
+                       unaffordable: list[tuple[tuple, str]]) -> None:
         while self._running < self.max_workers:
             best_pool = None
             best_entry = None
@@ -495,7 +523,24 @@ class Scheduler:
                     best_pool = name
             if best_pool is None:
                 return
-            task_id = heapq.heappop(heaps[best_pool])[-1]
+            entry = heapq.heappop(heaps[best_pool])
+            task_id = entry[-1]
+            affordable = self._affordable(task_id)
+            if affordable is None:
+                unaffordable.append(entry)
+                continue
+            if affordable is False:
+                assert self.budget is not None
+                reason = (f"{BUDGET_EXHAUSTED}: its first call may cost up to "
+                          f"${self.start_cost[task_id]:.6f} and ${self.budget.remaining:.6f} of "
+                          f"the ${self.budget.limit:g} budget is left")
+                self._set(task_id, TaskState.SKIPPED, "BudgetExhausted")
+                self.errors[task_id] = reason
+                self._pending_decisions.append(SkipTask(task_id, reason))
+                self._skip_dependents(
+                    task_id, f"dependency {task_id!r} was skipped ({BUDGET_EXHAUSTED})")
+                self._advance_gate()
+                continue
             self._set(task_id, TaskState.RUNNING, "Dispatch")
             free[best_pool] -= 1
             self._running += 1

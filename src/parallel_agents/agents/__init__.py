@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ..plan import Task
+    from .._core._budget import Budget
+    from ..plan import Plan, Task
 
 __all__ = ["Agent", "TaskContext", "TaskOutput"]
 
@@ -38,6 +39,10 @@ class TaskContext:
     attempt: int
     inputs: dict[str, Any]
     workspace: Path | None = None
+    #: the whole plan (LLM tasks read its roles, providers and prices)
+    plan: Plan | None = None
+    #: the run's spending limit, if any: paid calls reserve their worst case here first
+    budget: Budget | None = None
     _report: Callable[[str, float | None], None] | None = field(default=None, repr=False)
 
     def progress(self, message: str = "", fraction: float | None = None) -> None:
