@@ -152,6 +152,7 @@ async def _execute(executor: Executor, plan: Plan) -> RunResult:
     try:
         return await executor.execute(plan)
     finally:
+        await executor.aclose()
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
                 loop.remove_signal_handler(sig)
@@ -173,6 +174,12 @@ def run_command(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
     seed: Annotated[Optional[int], typer.Option(
         "--seed", help="Seed the retry jitter (reproducible runs).")] = None,
+    backend: Annotated[str, typer.Option(
+        "--backend", help="Where tasks run: local (this process) | ray (Ray workers).")] = "local",
+    ray_address: Annotated[Optional[str], typer.Option(
+        "--ray-address", metavar="ADDRESS",
+        help="With --backend ray: the cluster to join (e.g. auto, host:6379). "
+             "Default: start a local Ray instance.")] = None,
 ) -> None:
     """Run a plan: each task starts as soon as its dependencies succeed and its pool has room."""
     if strategy is not None and strategy not in STRATEGIES:
@@ -180,7 +187,8 @@ def run_command(
     plan = _load_plan(plan_file)
     try:
         executor = Executor(strategy=strategy, max_workers=max_workers,  # type: ignore[arg-type]
-                            fail_fast=fail_fast, seed=seed)
+                            fail_fast=fail_fast, seed=seed, backend=backend,
+                            ray_address=ray_address)
     except UsageError as exc:
         _fail_usage(str(exc))
     if not quiet:
