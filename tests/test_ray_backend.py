@@ -205,8 +205,23 @@ def test_unpicklable_function_fails_once_with_a_clear_error() -> None:
     task = result.tasks["locked"]
     assert task.status == "failed"
     assert task.attempts == 1  # not retried: it can never work
-    assert "task 'locked' cannot be sent to a Ray worker" in task.error
-    assert "picklable" in task.error
+    assert task.error.startswith(
+        "task 'locked' cannot be sent to a Ray worker: TypeError: cannot pickle '_thread.lock'")
+    assert "picklable by cloudpickle" in task.error
+
+
+def test_function_the_workers_cannot_import_fails_once_naming_the_task(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "driver_only_helpers.py").write_text("def answer():\n    return 42\n")
+    monkeypatch.syspath_prepend(str(tmp_path))  # the driver can import it; the workers cannot
+    import driver_only_helpers
+
+    plan = pa.Plan(tasks=[pa.Task(id="elsewhere", run=driver_only_helpers.answer, max_retries=3)])
+    assert run_plan(plan, "local").tasks["elsewhere"].output == 42
+    task = run_plan(plan, "ray").tasks["elsewhere"]
+    assert task.status == "failed" and task.attempts == 1
+    assert task.error.startswith("the Ray worker cannot load task 'elsewhere': ModuleNotFoundError: "
+                                 "No module named 'driver_only_helpers'")
 
 
 def test_timeout_cancels_the_ray_task_and_kills_the_command_group(tmp_path: Path) -> None:

@@ -41,6 +41,7 @@ from . import Backend
 try:
     import ray
     import ray.exceptions as ray_errors
+    from ray import cloudpickle
 except ImportError:  # pragma: no cover - exercised by the no-Ray CLI test in a bare venv
     raise UsageError(
         "the ray backend needs Ray, which is not installed: "
@@ -85,13 +86,23 @@ class _PoolWorker:
     def pid(self) -> int:
         return os.getpid()
 
-    async def run(self, agent_key: int, agent_box: list[Any], task: Any, run_id: str,
-                  attempt: int, inputs: dict[str, Any], workspace: str | None
+    async def run(self, agent_key: int, agent_box: list[Any], task_id: str, task_blob: bytes,
+                  run_id: str, attempt: int, inputs: dict[str, Any], workspace: str | None
                   ) -> AsyncIterator[tuple[Any, ...]]:
-        agent = self._agents.get(agent_key)
-        if agent is None:
-            # Boxed in a list so Ray passes the reference instead of resolving it every call.
-            agent = self._agents[agent_key] = await agent_box[0]
+        try:
+            task = cloudpickle.loads(task_blob)
+            agent = self._agents.get(agent_key)
+            if agent is None:
+                # Boxed in a list so Ray passes the reference instead of resolving it per call.
+                agent = self._agents[agent_key] = await agent_box[0]
+        except Exception as exc:  # noqa: BLE001 - unpickling can raise anything
+            cause = getattr(exc, "cause", None) or exc
+            yield ("raised", NonRetryableError(
+                f"the Ray worker cannot load task {task_id!r}: {type(cause).__name__}: "
+                f"{_short(str(cause).splitlines()[0] if str(cause) else '')}. Its function "
+                "(or agent) must be importable on every node: install its module there, or "
+                "ship it with a runtime_env (py_modules / working_dir; see docs/ray.md)"))
+            return
         loop = asyncio.get_running_loop()
         reports: asyncio.Queue[tuple[str, float | None]] = asyncio.Queue()
 
@@ -209,6 +220,7 @@ class RayBackend(Backend):
         self._pools: dict[str, _PoolActors] = {}
         self._pool_keys: dict[tuple[str, int], _PoolActors] = {}
         self._agent_refs: dict[int, tuple[Agent, int, Any]] = {}
+        self._task_blobs: dict[int, tuple[Task, bytes]] = {}
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
@@ -283,6 +295,7 @@ class RayBackend(Backend):
         self._pool_keys.clear()
         self._pools.clear()
         self._agent_refs.clear()
+        self._task_blobs.clear()
         if self._owns_ray:
             ray.shutdown()
             self._owns_ray = False
@@ -308,24 +321,43 @@ class RayBackend(Backend):
             entry = self._agent_refs[id(agent)] = (agent, len(self._agent_refs), ref)
         return entry[1], entry[2]
 
+    def _task_blob(self, task: Task) -> bytes:
+        # Pickled once per task, not per attempt, and by us: a task that cannot be pickled gets
+        # a short error naming it, instead of Ray's multi-page serializability report.
+        entry = self._task_blobs.get(id(task))
+        if entry is None or entry[0] is not task:
+            try:
+                blob = cloudpickle.dumps(task)
+            except Exception as exc:  # noqa: BLE001 - cloudpickle raises many types
+                raise NonRetryableError(
+                    f"task {task.id!r} cannot be sent to a Ray worker: {type(exc).__name__}: "
+                    f"{_short(str(exc))}. A function task's callable and everything it refers "
+                    "to must be picklable by cloudpickle: no locks, open files, sockets or live "
+                    "clients (create those inside the function), and define it at module level "
+                    "in a module the workers can import"
+                ) from None
+            if len(self._task_blobs) >= 100_000:
+                self._task_blobs.clear()
+            entry = self._task_blobs[id(task)] = (task, blob)
+        return entry[1]
+
     async def run(self, agent: Agent, task: Task, ctx: TaskContext) -> Any:
         group = self._pools.get(task.pool)
         if group is None:
             raise UsageError(f"RayBackend.prepare() was not called for pool {task.pool!r}")
         key, ref = self._agent_ref(agent, task)
+        blob = self._task_blob(task)
         index = group.acquire()
         try:
             try:
                 stream = group.handles[index].run.options(num_returns="streaming").remote(
-                    key, [ref], task, ctx.run_id, ctx.attempt, ctx.inputs,
+                    key, [ref], task.id, blob, ctx.run_id, ctx.attempt, ctx.inputs,
                     None if ctx.workspace is None else str(ctx.workspace),
                 )
             except Exception as exc:  # noqa: BLE001 - Ray raises TypeError and others
                 raise NonRetryableError(
-                    f"task {task.id!r} cannot be sent to a Ray worker: {_short(str(exc))}. "
-                    "A function task's callable, everything it refers to, and its inputs must "
-                    "be picklable by cloudpickle: no locks, open files, sockets or live clients "
-                    "(create those inside the function)"
+                    f"task {task.id!r}: its inputs cannot be sent to a Ray worker: "
+                    f"{_short(str(exc).splitlines()[0])}"
                 ) from None
             try:
                 async for item_ref in stream:
