@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -256,12 +257,12 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _cli(*args: str, block_ray: bool = False) -> subprocess.CompletedProcess[str]:
+def _cli(*args: str, block_ray: bool = False, **env_vars: str) -> subprocess.CompletedProcess[str]:
     prelude = "import sys\n"
     if block_ray:
         prelude += "sys.modules['ray'] = None  # as if Ray were not installed\n"
     code = prelude + "from parallel_agents.cli import main\nsys.argv[0] = 'parallel-agents'\nmain()\n"
-    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", **env_vars)
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
                           env=env, timeout=120, cwd=REPO)
 
@@ -303,3 +304,28 @@ def test_cli_runs_a_plan_on_its_own_local_ray(tmp_path: Path) -> None:
     result = json.loads(proc.stdout)  # stdout is only the JSON, no Ray chatter
     assert result["status"] == "succeeded"
     assert result["tasks"]["b"]["output"] == "from a!"
+
+
+def test_cli_joins_a_running_cluster_with_ray_address(tmp_path: Path) -> None:
+    address = ray.get_runtime_context().gcs_address  # this module's instance, as a "cluster"
+    # Recent Ray enables token auth; a second driver on the machine reads ~/.ray/auth_token.
+    auth = os.environ.get("RAY_AUTH_MODE", "token")
+    proc = _cli("run", str(_write_plan(tmp_path)), "--backend", "ray", "--ray-address", address,
+                "--json", "--quiet", RAY_AUTH_MODE=auth)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["tasks"]["b"]["output"] == "from a!"
+    # The CLI only disconnected: the cluster it joined is still up and usable.
+    assert ray.get(ray.put("still here")) == "still here"
+
+
+def test_cli_unreachable_ray_address_fails_fast(tmp_path: Path) -> None:
+    with socket.socket() as probe:  # a port on loopback that nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    started = time.monotonic()
+    proc = _cli("run", str(_write_plan(tmp_path)), "--backend", "ray",
+                "--ray-address", f"127.0.0.1:{port}")
+    assert proc.returncode == 2
+    assert f"cannot reach the Ray cluster at '127.0.0.1:{port}'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert time.monotonic() - started < 60  # not Ray's minutes of reconnecting

@@ -30,6 +30,7 @@ import contextlib
 import math
 import os
 import pickle
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -176,6 +177,22 @@ class _PoolActors:
         self.load[index] -= 1
 
 
+def _check_reachable(address: str) -> None:
+    """Fail fast on a wrong `host:port`: `ray.init` would retry for minutes before giving up."""
+    target = address.removeprefix("ray://")
+    host, sep, port = target.rpartition(":")
+    if address == "auto" or not sep or not port.isdigit():
+        return  # "auto" and other forms: let Ray resolve them
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+    except OSError as exc:
+        raise UsageError(
+            f"cannot reach the Ray cluster at {address!r}: {exc.strerror or exc}. Check the "
+            "address printed by `ray start --head` (host:port, 6379 by default) and that "
+            "the head node is up; omit --ray-address to start a local Ray instead"
+        ) from None
+
+
 def _short(text: str) -> str:
     text = " ".join(text.split())
     return text if len(text) <= _ERROR_LIMIT else text[: _ERROR_LIMIT - 1] + "…"
@@ -239,6 +256,7 @@ class RayBackend(Backend):
             options["address"] = "local"
             options["_node_ip_address"] = "127.0.0.1"
         else:
+            _check_reachable(self.address)
             options["address"] = self.address
         options.update(self.init_options)
         try:
@@ -247,7 +265,9 @@ class RayBackend(Backend):
             where = f"the Ray cluster at {self.address!r}" if self.address else "a local Ray instance"
             raise UsageError(
                 f"cannot connect to {where}: {_short(str(exc))}. Start one with `ray start --head` "
-                "and pass its address (--ray-address), or omit the address to start a local one"
+                "and pass its address (--ray-address), or omit the address to start a local one. "
+                "A cluster with token authentication needs RAY_AUTH_MODE=token and its token "
+                "(~/.ray/auth_token or RAY_AUTH_TOKEN) on this machine too"
             ) from None
         self._owns_ray = True
         self._started = True
