@@ -185,7 +185,7 @@ def test_killed_worker_fails_the_attempt_and_our_retry_completes_the_run(tmp_pat
     result = run_plan(plan, "ray")
     thread.join(5)
 
-    assert result.status == "succeeded"
+    assert result.status == "succeeded", {t: (r.status, r.history) for t, r in result.tasks.items()}
     victim = result.tasks["victim"]
     assert victim.output == "survived, attempt 2"
     assert victim.attempts == 2

@@ -62,6 +62,9 @@ UNBOUNDED_POOL_SLOTS = 32
 #: How long to wait for a pool's actors to come up before reporting the cluster as unusable.
 ACTOR_START_TIMEOUT_SEC = 120.0
 
+#: How long a cancelled attempt may take to stop on its worker before the driver moves on.
+CANCEL_WAIT_SEC = 15.0
+
 _ERROR_LIMIT = 400
 
 # Ray failures that mean "the process or node running the attempt is gone": retryable.
@@ -161,12 +164,47 @@ _remote_worker: Any = None  # ray.remote(_PoolWorker), made on first use
 
 
 class _PoolActors:
-    """The actors of one pool and how many attempts each is running (driver-side)."""
+    """The actors of one pool and how many attempts each is running (driver-side).
+
+    After a worker is lost, Ray restarts its actor, but calls made while it restarts fail at
+    once; so the next attempt sent to that actor first waits until it answers again, instead of
+    burning the task's retries in milliseconds.
+    """
 
     def __init__(self, handles: list[Any], capacity: list[int]) -> None:
         self.handles = handles
         self.capacity = capacity
         self.load = [0] * len(handles)
+        self.reviving: list[asyncio.Task[None] | None] = [None] * len(handles)
+
+    def lost(self, index: int) -> None:
+        if self.reviving[index] is None:
+            self.reviving[index] = asyncio.ensure_future(self._revive(index))
+
+    async def _revive(self, index: int) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + ACTOR_START_TIMEOUT_SEC
+        while True:
+            try:
+                await self.handles[index].pid.remote()
+                break
+            except _WORKER_LOST:
+                if loop.time() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
+        self.reviving[index] = None
+
+    async def ready(self, index: int) -> None:
+        reviving = self.reviving[index]
+        if reviving is None:
+            return
+        try:
+            await asyncio.shield(reviving)
+        except _WORKER_LOST:
+            self.reviving[index] = None  # try again from scratch next time
+            raise TaskError(
+                f"worker lost: Ray did not restart the pool's worker within "
+                f"{ACTOR_START_TIMEOUT_SEC:g}s; check `ray status`", retryable=True) from None
 
     def acquire(self) -> int:
         best = min(range(len(self.handles)), key=lambda i: self.load[i] / self.capacity[i])
@@ -175,6 +213,15 @@ class _PoolActors:
 
     def release(self, index: int) -> None:
         self.load[index] -= 1
+
+
+async def _wait_stopped(stream: Any) -> None:
+    """Consume a cancelled attempt's stream until the worker reports it ended (bounded)."""
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(CANCEL_WAIT_SEC):
+            async for item_ref in stream:
+                with contextlib.suppress(Exception):
+                    await item_ref
 
 
 def _check_reachable(address: str) -> None:
@@ -302,13 +349,18 @@ class RayBackend(Backend):
                    "scheduling_strategy": "SPREAD"}
         options.update(self.actor_options)
         handles = [
-            _remote_worker.options(**options, max_concurrency=cap).remote()
+            # One slot more than the pool's share: the driver never runs more than `cap`
+            # attempts here, and pid() pings (health, restart checks) always find room.
+            _remote_worker.options(**options, max_concurrency=cap + 1).remote()
             for cap in capacity
         ]
         return _PoolActors(handles, capacity)
 
     async def close(self) -> None:
         for group in self._pool_keys.values():
+            for reviving in group.reviving:
+                if reviving is not None:
+                    reviving.cancel()
             for handle in group.handles:
                 with contextlib.suppress(Exception):
                     ray.kill(handle)
@@ -369,6 +421,7 @@ class RayBackend(Backend):
         blob = self._task_blob(task)
         index = group.acquire()
         try:
+            await group.ready(index)
             try:
                 stream = group.handles[index].run.options(num_returns="streaming").remote(
                     key, [ref], task.id, blob, ctx.run_id, ctx.attempt, ctx.inputs,
@@ -389,9 +442,14 @@ class RayBackend(Backend):
                     else:
                         return item[1]
             except asyncio.CancelledError:
+                # Like the local command agent, the attempt is over only once the worker has
+                # stopped it (its process group killed): otherwise a retry could overlap it, or
+                # close() could kill the actor first and orphan the group.
                 ray.cancel(stream)
+                await asyncio.shield(_wait_stopped(stream))
                 raise
             except _WORKER_LOST as exc:
+                group.lost(index)
                 raise TaskError(
                     f"worker lost: the Ray worker running this attempt died "
                     f"({type(exc).__name__}: {_short(str(exc))})", retryable=True
