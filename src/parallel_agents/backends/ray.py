@@ -29,7 +29,6 @@ import asyncio
 import contextlib
 import math
 import os
-import pickle
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -151,7 +150,7 @@ class _PoolWorker:
 def _portable(exc: BaseException) -> BaseException:
     """The exception itself if it survives pickling, else a TaskError with the same text."""
     try:
-        pickle.loads(pickle.dumps(exc))
+        cloudpickle.loads(cloudpickle.dumps(exc))  # what Ray will do with it, both ways
         return exc
     except Exception:  # noqa: BLE001 - any pickling failure means "send a plain copy"
         copy = TaskError(f"{type(exc).__name__}: {exc}")
