@@ -90,6 +90,7 @@ async def _execute(executor: Executor, plan: Plan) -> RunResult:
     try:
         return await executor.execute(plan)
     finally:
+        await executor.aclose()
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
                 loop.remove_signal_handler(sig)
@@ -122,6 +123,12 @@ def run_command(
         "--replay", metavar="DIR", help="Answer LLM calls from cassettes in DIR (offline).")] = None,
     workspace: Annotated[Optional[str], typer.Option(
         "--workspace", metavar="DIR", help="Folder LLM tasks read and write files in.")] = None,
+    backend: Annotated[str, typer.Option(
+        "--backend", help="Where tasks run: local (this process) | ray (Ray workers).")] = "local",
+    ray_address: Annotated[Optional[str], typer.Option(
+        "--ray-address", metavar="ADDRESS",
+        help="With --backend ray: the cluster to join (e.g. auto, host:6379). "
+             "Default: start a local Ray instance.")] = None,
 ) -> None:
     """Run a plan: each task starts as soon as its dependencies succeed and its pool has room."""
     setup = cli_ui.setup_run(plan_file, config_file=config_file, max_workers=max_workers,
@@ -131,7 +138,7 @@ def run_command(
         executor = Executor(strategy=setup.strategy,  # type: ignore[arg-type]
                             max_workers=setup.max_workers, fail_fast=setup.fail_fast, seed=seed,
                             budget_usd=budget, record_dir=record, replay_dir=replay,
-                            workspace=workspace)
+                            workspace=workspace, backend=backend, ray_address=ray_address)
     except UsageError as exc:
         _fail_usage(str(exc))
     progress = None

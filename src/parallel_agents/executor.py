@@ -42,6 +42,7 @@ from .agents import Agent, TaskContext, TaskOutput
 from .agents.command import CommandAgent
 from .agents.function import FunctionAgent
 from .agents.llm import BUILTIN_PROVIDERS, LLMAgent, start_cost
+from .backends import Backend, resolve_backend
 from .events import Event, EventBus, EventKind
 from .plan import STRATEGIES, Plan, Strategy
 from .pricing import PriceTable, sum_usage
@@ -102,6 +103,12 @@ class Executor:
       starts whose worst-case cost exceeds what is left; tasks that cannot start are skipped.
     * **record_dir** / **replay_dir** - record provider calls to cassettes, or answer them from
       cassettes without any network (see docs/llm-agents.md).
+    * **backend** - where agent calls run: `"local"` (default, this process), `"ray"` (Ray
+      workers; see docs/ray.md) or a `Backend` instance. Scheduling stays here either way.
+    * **ray_address** - with `backend="ray"`: the cluster to join; None starts a local one.
+
+    A non-local backend holds workers: close it with `await executor.aclose()` or use
+    `async with Executor(...) as executor:` (`pa.run` does this for you).
     """
 
     def __init__(
@@ -118,6 +125,8 @@ class Executor:
         budget_usd: float | None = None,
         record_dir: str | Path | None = None,
         replay_dir: str | Path | None = None,
+        backend: str | Backend = "local",
+        ray_address: str | None = None,
     ) -> None:
         if max_workers is not None and max_workers < 1:
             raise UsageError(f"max_workers must be at least 1, got {max_workers}")
@@ -142,6 +151,8 @@ class Executor:
         self.agents.update(agents or {})
         self.workspace = Path(workspace) if workspace is not None else None
         self.seed = seed
+        self.backend = resolve_backend(backend, ray_address=ray_address)
+        self._backend_started = False
         self._subscribers: list[Callable[[Event], None]] = [on_event] if on_event else []
         self._active: set[_Run] = set()
 
@@ -160,6 +171,10 @@ class Executor:
         strategy = self.strategy or plan.strategy or "dependency"
         _check_strategy(plan, strategy)
         _check_llm_tasks(plan, self)
+        if not self._backend_started:
+            await self.backend.start()
+            self._backend_started = True
+        await self.backend.prepare(plan)
         run = _Run(self, plan, strategy, run_id or new_run_id())
         self._active.add(run)
         try:
@@ -172,10 +187,27 @@ class Executor:
         for run in list(self._active):
             run.cancel(reason)
 
+    async def aclose(self) -> None:
+        """Release the backend's workers (a Ray instance this executor started stops too)."""
+        if self._backend_started:
+            self._backend_started = False
+            await self.backend.close()
+
+    async def __aenter__(self) -> Executor:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
 
 def run(plan: Plan, **options: Any) -> RunResult:
     """Run `plan` and block until it ends. Options are those of `Executor`."""
-    return asyncio.run(Executor(**options).execute(plan))
+
+    async def go() -> RunResult:
+        async with Executor(**options) as executor:
+            return await executor.execute(plan)
+
+    return asyncio.run(go())
 
 
 class _Run:
@@ -213,6 +245,9 @@ class _Run:
         self.done: asyncio.Future[str] = self.loop.create_future()
         self.pump_scheduled = False
         self.cancel_reason: str | None = None
+        # The backend seam: where `agent.run(task, ctx)` executes (local: the agent's own
+        # coroutine, no extra frame).
+        self.run_agent = executor.backend.run
         # Monotonic clock for durations, anchored once to wall time for unix timestamps.
         self._perf0 = time.perf_counter()
         self._wall0 = time.time()
@@ -345,11 +380,11 @@ class _Run:
             if agent is None:
                 raise TaskError(f"no agent for tasks of kind {task.kind!r}", retryable=False)
             if timeout is None:
-                output = await agent.run(task, ctx)
+                output = await self.run_agent(agent, task, ctx)
             else:
                 try:
                     async with asyncio.timeout(timeout):
-                        output = await agent.run(task, ctx)
+                        output = await self.run_agent(agent, task, ctx)
                 except TimeoutError:
                     if task_id in self.cancelling:
                         raise asyncio.CancelledError from None
