@@ -153,6 +153,7 @@ class FakeLLMServer:
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._server: uvicorn.Server | None = None
+        self._stopping = False
         self._thread: threading.Thread | None = None
 
     # ---- scripting ---------------------------------------------------------------------------
@@ -258,8 +259,11 @@ class FakeLLMServer:
         else:
             reply = self._next_reply(body)
         delay = self.latency + reply.latency
-        if delay:
-            await asyncio.sleep(delay)
+        until = time.monotonic() + delay
+        while delay > 0 and not self._stopping:  # short naps: a hang ends when the server stops
+            await asyncio.sleep(min(0.05, max(0.0, until - time.monotonic())))
+            if time.monotonic() >= until:
+                break
         headers.update(reply.headers)
         record.status = reply.status
         if reply.kind == "error":
@@ -343,6 +347,7 @@ class FakeLLMServer:
         return self
 
     def stop(self) -> None:
+        self._stopping = True
         if self._server is not None:
             self._server.should_exit = True
             self._server.force_exit = True

@@ -8,6 +8,7 @@ system prompt instead (forcing one tool would rule out the others).
 
 from __future__ import annotations
 
+import inspect
 import json
 from typing import Any
 
@@ -27,6 +28,9 @@ from .limits import RateLimiter, limiter_for, parse_retry_after
 __all__ = ["AnthropicProvider", "to_anthropic_messages"]
 
 JSON_TOOL = "json_output"
+#: recent SDKs (2.x) dropped `temperature` from messages.create; older ones take it
+_SDK_TAKES_TEMPERATURE = "temperature" in inspect.signature(
+    anthropic.resources.messages.AsyncMessages.create).parameters
 
 
 def to_anthropic_messages(messages: list[Message]) -> tuple[str, list[dict[str, Any]]]:
@@ -86,8 +90,9 @@ class AnthropicProvider(Provider):
     def _kwargs(self, request: ChatRequest) -> dict[str, Any]:
         system, messages = to_anthropic_messages(request.messages)
         kwargs: dict[str, Any] = {"model": request.model, "messages": messages,
-                                  "max_tokens": request.max_tokens,
-                                  "temperature": request.temperature}
+                                  "max_tokens": request.max_tokens}
+        if _SDK_TAKES_TEMPERATURE:
+            kwargs["temperature"] = request.temperature
         tools = [{"name": t.name, "description": t.description, "input_schema": t.parameters}
                  for t in request.tools]
         if request.json_schema is not None:
@@ -131,7 +136,10 @@ class AnthropicProvider(Provider):
                             redact(str(exc), [self._api_key])[:200]) from exc
         headers = dict(raw.headers)
         try:
-            response = self._to_response(raw.parse(), request)
+            parsed = raw.parse()
+            if inspect.isawaitable(parsed):  # async raw responses parse asynchronously
+                parsed = await parsed
+            response = self._to_response(parsed, request)
         except ProviderError:
             lease.failure(headers)
             raise

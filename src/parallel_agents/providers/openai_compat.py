@@ -6,6 +6,7 @@ so the `x-ratelimit-*` headers reach the shared limiter on every answer, errors 
 
 from __future__ import annotations
 
+import inspect
 import json
 from typing import Any
 
@@ -113,8 +114,10 @@ class OpenAIProvider(Provider):
                             redact(str(exc), [self._api_key])[:200]) from exc
         headers = dict(raw.headers)
         try:
-            completion = raw.parse()
-            response = self._to_response(completion, request)
+            parsed = raw.parse()
+            if inspect.isawaitable(parsed):  # async raw responses parse asynchronously
+                parsed = await parsed
+            response = self._to_response(parsed, request)
         except ProviderError:
             lease.failure(headers)
             raise
