@@ -45,7 +45,7 @@ def test_sliding_window_never_admits_more_than_the_limit_in_any_window() -> None
         for _ in range(45):
             lease = await limiter.acquire()
             starts.append(clock.now)
-            lease.success()
+            lease.success()  # answered at once: finish == start
 
     asyncio.run(go())
     for i, t in enumerate(starts):
@@ -191,9 +191,25 @@ def test_one_limiter_per_provider_and_model() -> None:
     reset_limiters()
 
 
-def test_sliding_window_guard_widens_the_window() -> None:
+def test_sliding_window_counts_from_the_finish_and_in_flight_requests_always() -> None:
     window = SlidingWindow(2, period=1.0, guard=0.1)
     window.take(0.0)
-    window.take(0.5)
-    assert window.wait_time(1.0) == pytest.approx(0.1)
-    assert window.wait_time(1.1) == 0
+    window.take(0.2)
+    assert window.wait_time(5.0) == 0.05  # both in flight: only a finish can make room
+    window.finish(0.5)  # the server saw it at 0.5 at the latest
+    assert window.wait_time(1.0) == pytest.approx(0.6)  # 0.5 + period + guard
+    assert window.wait_time(1.6) == 0
+    window.finish(0.7)
+    window.take(1.6)
+    assert window.wait_time(1.6) == pytest.approx(0.2)
+
+
+def test_a_storm_of_stale_429s_counts_once() -> None:
+    clock = FakeClock()
+    limiter = make(clock, max_concurrency=64, breaker_threshold=3)
+    leases = [limiter.try_acquire() for _ in range(40)]
+    for lease in leases:
+        lease.rate_limited(retry_after=1.0)  # type: ignore[union-attr]
+    state = limiter.state()
+    assert state.concurrency_limit == 32 and not state.breaker_open
+    assert state.paused_for == pytest.approx(1.0)

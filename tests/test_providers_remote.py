@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from parallel_agents import Executor
-from parallel_agents.plan import Plan, Task
+from parallel_agents.plan import Plan, Pool, Task
 from parallel_agents.providers import _http
 from parallel_agents.providers.anthropic import AnthropicProvider
 from parallel_agents.providers.base import (
@@ -209,7 +209,8 @@ def test_sixty_task_burst_under_an_rpm_limit(server: FakeLLMServer) -> None:
             return (await provider.complete(ask(f"task {i}"))).text
         return Task(id=f"t{i}", run=run, max_retries=5, retry_backoff_sec=0.05)
 
-    plan = Plan(tasks=tuple(task(i) for i in range(60)))
+    plan = Plan(pools={"default": Pool(max_concurrent=None)},  # all 60 at once
+                tasks=tuple(task(i) for i in range(60)))
     result = asyncio.run(Executor(seed=1).execute(plan))
     assert result.status == "succeeded", {t.id: t.error for t in result.tasks.values()
                                           if t.status != "succeeded"}
@@ -233,7 +234,8 @@ def test_burst_recovers_from_429s_when_the_configured_limit_is_too_high(
             return (await provider.complete(ask(f"task {i}"))).text
         return Task(id=f"t{i}", run=run, max_retries=20, retry_backoff_sec=0.05)
 
-    plan = Plan(tasks=tuple(task(i) for i in range(40)))
+    plan = Plan(pools={"default": Pool(max_concurrent=None)},
+                tasks=tuple(task(i) for i in range(40)))
     result = asyncio.run(Executor(seed=1).execute(plan))
     assert result.status == "succeeded"
     assert server.count(status=200) == 40
