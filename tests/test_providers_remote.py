@@ -195,6 +195,27 @@ def test_network_guard_refuses_remote_hosts_but_allows_loopback(
     assert call(openai_provider(server), ask()).text == "fine"
 
 
+def test_network_guard_env_var(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PARALLEL_AGENTS_ALLOW_NETWORK", "0")
+    remote = AnthropicProvider(api_key=KEY, base_url=None, limiter=RateLimiter())
+    with pytest.raises(UsageError, match="the default API is not a loopback server"):
+        call(remote, ask())
+
+
+def test_the_engine_retry_honours_retry_after(server: FakeLLMServer) -> None:
+    server.enqueue(Reply.rate_limited(retry_after=0.6), Reply.text("second time lucky"))
+    provider = openai_provider(server)
+
+    async def run() -> str:
+        return (await provider.complete(ask())).text
+
+    plan = Plan(tasks=(Task(id="t", run=run, max_retries=2, retry_backoff_sec=0.01),))
+    result = asyncio.run(Executor(seed=1).execute(plan))
+    assert result.tasks["t"].output == "second time lucky"
+    first, second = server.requests
+    assert second.t - first.t >= 0.6
+
+
 def test_sixty_task_burst_under_an_rpm_limit(server: FakeLLMServer) -> None:
     """60 tasks at once through the real executor against a server that enforces 20 requests
     per second: every task succeeds, and the server never sees more than the limit."""
