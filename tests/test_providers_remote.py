@@ -318,6 +318,13 @@ def test_anthropic_auth_error_is_not_retryable_and_hides_the_key(server: FakeLLM
     assert not err.retryable and KEY not in str(err) and "$ANTHROPIC_API_KEY" in str(err)
 
 
+def test_anthropic_spend_limit_429_is_not_retryable(server: FakeLLMServer) -> None:
+    server.enqueue(Reply.error(429, "Monthly usage threshold reached",
+                               "enforced_spend_limit_reached"))
+    err = error_of(anthropic_provider(server), ask())
+    assert not err.retryable and "spend limit" in str(err)
+
+
 def test_anthropic_headers_feed_the_limiter(server: FakeLLMServer) -> None:
     server.limit_requests(7, 60.0)
     limiter = RateLimiter(rpm=100)

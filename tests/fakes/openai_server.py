@@ -272,6 +272,8 @@ class FakeLLMServer:
                             500: "api_error"}.get(reply.status, reply.data or "invalid_request_error")
                 payload: dict[str, Any] = {"type": "error", "error": {
                     "type": err_type, "message": reply.content}}
+                if reply.data and reply.data != err_type:
+                    payload["error"]["error_code"] = reply.data
             else:
                 payload = {"error": {"message": reply.content, "type": reply.data or "error",
                                      "code": reply.data}}

@@ -70,13 +70,15 @@ def _server_message(body: Any) -> tuple[str, str]:
     """(message, code) from an OpenAI- or Anthropic-shaped error body."""
     if isinstance(body, Mapping):
         err = body.get("error", body)
-        if isinstance(err, Mapping):
-            return str(err.get("message") or ""), str(err.get("code") or err.get("type") or "")
+        if isinstance(err, Mapping):  # OpenAI: code; Anthropic: error_code, else type
+            code = err.get("code") or err.get("error_code") or err.get("type") or ""
+            return str(err.get("message") or ""), str(code)
         return str(err), ""
     return (str(body) if body else ""), ""
 
 
-_SPEND_CODES = {"insufficient_quota", "billing_hard_limit_reached", "billing_not_active"}
+_SPEND_CODES = {"insufficient_quota", "billing_hard_limit_reached", "billing_not_active",
+                "enforced_spend_limit_reached"}
 
 
 def status_error(provider: str, model: str, status: int, headers: Mapping[str, str],
