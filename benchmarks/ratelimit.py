@@ -28,14 +28,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.fakes
 
-import openai  # noqa: E402
+import openai
 
-from parallel_agents import Executor  # noqa: E402
-from parallel_agents.plan import Plan, Pool, Task  # noqa: E402
-from parallel_agents.providers.base import ChatRequest, Message  # noqa: E402
-from parallel_agents.providers.limits import RateLimiter  # noqa: E402
-from parallel_agents.providers.openai_compat import OpenAIProvider  # noqa: E402
-from tests.fakes.openai_server import FakeLLMServer  # noqa: E402
+from parallel_agents import Executor
+from parallel_agents.plan import Plan, Pool, Task
+from parallel_agents.providers.base import ChatRequest, Message
+from parallel_agents.providers.limits import RateLimiter
+from parallel_agents.providers.openai_compat import OpenAIProvider
+from tests.fakes.openai_server import FakeLLMServer
 
 KEY = "sk-bench-not-a-real-key"
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -162,7 +162,7 @@ def test_anthropic_headers_with_rfc3339_reset() -> None:
     wall = 1_700_000_000.0
     limiter = RateLimiter(clock=clock, sleep=clock.sleep, wall=lambda: wall, period=60.0,
                           guard=0.0)
-    reset = datetime.fromtimestamp(wall, timezone.utc) + timedelta(seconds=4)
+    reset = datetime.fromtimestamp(wall, UTC) + timedelta(seconds=4)
     limiter.observe_headers({"anthropic-ratelimit-requests-limit": "50",
                              "anthropic-ratelimit-requests-remaining": "0",
                              "anthropic-ratelimit-requests-reset": reset.isoformat()})

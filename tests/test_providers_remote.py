@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from parallel_agents import Executor
+from parallel_agents._exceptions import UsageError
 from parallel_agents.plan import Plan, Pool, Task
 from parallel_agents.providers import _http
 from parallel_agents.providers.anthropic import AnthropicProvider
@@ -23,7 +24,6 @@ from parallel_agents.providers.base import (
 )
 from parallel_agents.providers.limits import RateLimiter
 from parallel_agents.providers.openai_compat import OpenAIProvider
-from parallel_agents._exceptions import UsageError
 from tests.fakes.openai_server import FakeLLMServer, Reply
 
 KEY = "sk-test-SECRET0123456789abcdef"

@@ -46,7 +46,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import uvicorn
@@ -55,7 +55,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-__all__ = ["FakeLLMServer", "Reply", "Recorded"]
+__all__ = ["FakeLLMServer", "Recorded", "Reply"]
 
 
 @dataclass
@@ -72,7 +72,7 @@ class Reply:
         return cls("text", content=text, latency=latency)
 
     @classmethod
-    def json(cls, obj: Any, latency: float = 0.0) -> Reply:  # noqa: A003
+    def json(cls, obj: Any, latency: float = 0.0) -> Reply:
         return cls("text", content=json.dumps(obj), latency=latency)
 
     @classmethod
@@ -247,7 +247,7 @@ class FakeLLMServer:
         headers: dict[str, str] = {}
         if limit_info:
             if anthropic:
-                reset_at = datetime.now(timezone.utc) + timedelta(
+                reset_at = datetime.now(UTC) + timedelta(
                     seconds=float(limit_info["reset"][:-1]))
                 headers = {"anthropic-ratelimit-requests-limit": limit_info["limit"],
                            "anthropic-ratelimit-requests-remaining": limit_info["remaining"],

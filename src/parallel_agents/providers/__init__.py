@@ -19,19 +19,19 @@ from .base import (
 from .registry import KNOWN_PROVIDERS, ProviderSettings, Resolution, get_provider, resolve
 
 __all__ = [
+    "KNOWN_PROVIDERS",
     "ChatRequest",
     "ChatResponse",
     "FunctionProvider",
     "Message",
     "Provider",
     "ProviderError",
+    "ProviderSettings",
+    "Resolution",
     "ToolCall",
     "ToolSpec",
     "Usage",
-    "split_model",
-    "KNOWN_PROVIDERS",
-    "ProviderSettings",
-    "Resolution",
     "get_provider",
     "resolve",
+    "split_model",
 ]

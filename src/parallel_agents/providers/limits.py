@@ -34,21 +34,20 @@ import math
 import re
 import threading
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
 __all__ = [
-    "SlidingWindow",
-    "TokenBucket",
-    "RateLimiter",
     "Lease",
     "RateLimitState",
+    "RateLimiter",
+    "SlidingWindow",
+    "TokenBucket",
     "limiter_for",
-    "reset_limiters",
     "parse_duration",
     "parse_retry_after",
+    "reset_limiters",
 ]
 
 Clock = Callable[[], float]
@@ -214,7 +213,7 @@ class RateLimitState:
 class Lease:
     """One admitted request. Report its outcome exactly once."""
 
-    __slots__ = ("_limiter", "estimate", "generation", "_done")
+    __slots__ = ("_done", "_limiter", "estimate", "generation")
 
     def __init__(self, limiter: RateLimiter, estimate: int, generation: int) -> None:
         self._limiter = limiter

@@ -34,15 +34,15 @@ import json
 import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from .base import ChatRequest, ChatResponse, Message, Provider, ProviderError, ToolCall, Usage
+from .base import ChatRequest, ChatResponse, Provider, ProviderError, ToolCall, Usage
 
-__all__ = ["LocalProvider", "bundled_model_path", "FINAL_ANSWER"]
+__all__ = ["FINAL_ANSWER", "LocalProvider", "bundled_model_path"]
 
 FINAL_ANSWER = "final_answer"
 THOUGHT_CHARS = 200
@@ -262,7 +262,7 @@ class LocalProvider(Provider):
             if grammar_schema is not None:
                 try:
                     grammar = _grammar(json.dumps(grammar_schema))  # key order matters: it is the output order
-                except Exception as exc:  # noqa: BLE001 - llama.cpp's converter raises anything
+                except Exception as exc:
                     raise ProviderError(
                         f"local: cannot turn the JSON schema into a grammar ({exc}); simplify "
                         "the schema (plain objects, arrays, strings, numbers, enums)",

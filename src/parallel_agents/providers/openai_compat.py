@@ -12,7 +12,6 @@ from typing import Any
 
 import openai
 
-from .base import ChatRequest, ChatResponse, Message, Provider, ProviderError, ToolCall, Usage
 from ._http import (
     check_allow_network,
     estimate_tokens,
@@ -21,6 +20,7 @@ from ._http import (
     status_error,
     transport_error,
 )
+from .base import ChatRequest, ChatResponse, Message, Provider, ProviderError, ToolCall, Usage
 from .limits import RateLimiter, limiter_for, parse_retry_after
 
 __all__ = ["OpenAIProvider", "to_openai_messages"]
@@ -121,7 +121,7 @@ class OpenAIProvider(Provider):
         except ProviderError:
             lease.failure(headers)
             raise
-        except Exception as exc:  # noqa: BLE001 - anything unparsable is malformed output
+        except Exception as exc:
             lease.failure(headers)
             raise malformed(self.name, request.model,
                             f"{type(exc).__name__}: {redact(str(exc), [self._api_key])[:200]}"

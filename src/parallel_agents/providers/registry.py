@@ -28,8 +28,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from .._exceptions import UsageError
 from .base import Provider, split_model
 
-__all__ = ["ProviderSettings", "Resolution", "get_provider", "resolve", "parse_settings",
-           "KNOWN_PROVIDERS", "LOCAL_MODEL"]
+__all__ = [
+    "KNOWN_PROVIDERS",
+    "LOCAL_MODEL",
+    "ProviderSettings",
+    "Resolution",
+    "get_provider",
+    "parse_settings",
+    "resolve",
+]
 
 #: name -> (module, class). `openai` is any OpenAI-compatible server.
 KNOWN_PROVIDERS: dict[str, tuple[str, str]] = {
@@ -127,8 +134,9 @@ def resolve(spec: str, config: Mapping[str, Any] | None = None, *,
     if name not in KNOWN_PROVIDERS:
         raise UsageError(f"model {spec!r}: {_unknown(name)}")
     if not model and name != "local":
+        example = "gpt-4o-mini" if name == "openai" else "claude-3-5-haiku-latest"
         raise UsageError(f"model {spec!r}: no model name after '{name}:' "
-                         f"(write e.g. {name}:{'gpt-4o-mini' if name == 'openai' else 'claude-3-5-haiku-latest'})")
+                         f"(write e.g. {name}:{example})")
     settings = parse_settings(config)
     mine = settings.get(name, ProviderSettings())
     fallback = None
