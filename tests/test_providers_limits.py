@@ -6,6 +6,8 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from parallel_agents.providers.limits import (
     Lease,
@@ -213,3 +215,43 @@ def test_a_storm_of_stale_429s_counts_once() -> None:
     state = limiter.state()
     assert state.concurrency_limit == 32 and not state.breaker_open
     assert state.paused_for == pytest.approx(1.0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(latencies=st.lists(st.tuples(st.floats(0.0, 0.5), st.floats(0.0, 0.5)),
+                          min_size=1, max_size=60),
+       limit=st.integers(1, 8))
+def test_the_server_never_sees_more_than_the_limit_whatever_the_latencies(
+        latencies: list[tuple[float, float]], limit: int) -> None:
+    """Each request reaches the server some time after we admit it (`up`) and answers some
+    time after that (`down`); counted at the server, no window holds more than `limit`."""
+    clock = FakeClock()
+    limiter = make(clock, rpm=limit, period=1.0, guard=0.0, max_concurrency=1000)
+    events: list[tuple[float, int, float]] = []  # (finish time, index, arrival time)
+    arrivals: list[float] = []
+    pending = list(enumerate(latencies))
+    in_flight: dict[int, Lease] = {}
+    while pending or in_flight:
+        while pending:  # admit all we can now
+            got = limiter.try_acquire()
+            if not isinstance(got, Lease):
+                break
+            i, (up, down) = pending.pop(0)
+            in_flight[i] = got
+            events.append((clock.now + up + down, i, clock.now + up))
+            events.sort()
+        # advance to the next finish, or to when the limiter said to ask again
+        wait = limiter.try_acquire() if pending else None
+        if isinstance(wait, Lease):  # admitted meanwhile: put it back (cannot happen, but safe)
+            wait.failure()
+            wait = None
+        next_finish = events[0][0] if events else None
+        candidates = [t for t in (next_finish, clock.now + wait if wait else None) if t is not None]
+        clock.now = max(clock.now, min(candidates))
+        while events and events[0][0] <= clock.now:
+            _, i, arrived = events.pop(0)
+            arrivals.append(arrived)
+            in_flight.pop(i).success()
+    arrivals.sort()
+    for k, t in enumerate(arrivals):
+        assert sum(1 for a in arrivals[k:] if a < t + 1.0) <= limit
