@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import jsonschema
 import pytest
 
-from parallel_agents.providers.base import ChatRequest, Message, ToolCall, ToolSpec
+from parallel_agents.providers.base import ChatRequest, Message, ProviderError, ToolCall, ToolSpec
 from parallel_agents.providers.local import LocalProvider, bundled_model_path
 from parallel_agents.providers.registry import get_provider
 
@@ -63,6 +63,21 @@ def test_structured_output_validates_against_the_schema(local: LocalProvider) ->
     data = json.loads(response.text)
     jsonschema.validate(data, schema)
     assert response.usage.output_tokens > 0
+
+
+def test_a_cut_off_json_answer_is_retryable_and_resampled(local: LocalProvider) -> None:
+    schema = {"type": "object", "properties": {"story": {"type": "string"}},
+              "required": ["story"]}
+    request = ChatRequest("smollm2", [Message("user", "Tell a long story as JSON.")],
+                          json_schema=schema, max_tokens=6)
+    with pytest.raises(ProviderError) as info:
+        ask(local, request)
+    assert info.value.retryable and "cut off after 6 tokens" in str(info.value)
+    # the fix the message suggests: bound the string, and the answer completes
+    done = ask(local, ChatRequest("smollm2", request.messages, json_schema={
+        "type": "object", "properties": {"story": {"type": "string", "maxLength": 20}},
+        "required": ["story"]}, max_tokens=40))
+    jsonschema.validate(json.loads(done.text), schema)
 
 
 def test_tool_call_through_the_grammar_constrained_action_format(local: LocalProvider) -> None:

@@ -29,11 +29,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hashlib
 import itertools
 import json
 import os
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
@@ -239,6 +241,9 @@ class LocalProvider(Provider):
         self.n_threads = n_threads or max(1, min(4, (os.cpu_count() or 2) // 2))
         self.max_tokens_cap = max_tokens_cap
         self._ids = itertools.count(1)
+        # request key -> how often its JSON answer was cut off (bounded LRU); see _complete_sync
+        self._cut_off: OrderedDict[str, int] = OrderedDict()
+        self._cut_off_lock = threading.Lock()
 
     @property
     def model(self) -> _Model:
@@ -256,6 +261,14 @@ class LocalProvider(Provider):
         elif request.json_schema is not None:
             grammar_schema = request.json_schema
         max_tokens = max(1, min(request.max_tokens, self.max_tokens_cap))
+        # Deterministic, except after a failure: a request whose JSON answer was cut off is
+        # sampled again with another seed (and some temperature), so the engine's retry of the
+        # very same request can succeed instead of looping in the same string again.
+        key = hashlib.sha256(request.canonical().encode()).hexdigest()
+        with self._cut_off_lock:
+            failures = self._cut_off.get(key, 0)
+        seed = SEED + failures
+        temperature = request.temperature if failures == 0 else max(request.temperature, 0.7)
         with model.lock:
             llama = model.get()
             grammar = None
@@ -270,7 +283,7 @@ class LocalProvider(Provider):
             try:
                 result = llama.create_chat_completion(
                     messages=to_chat_messages(request), max_tokens=max_tokens,
-                    temperature=request.temperature, seed=SEED, grammar=grammar,
+                    temperature=temperature, seed=seed, grammar=grammar,
                     # JSON repeats quotes, braces and the prompt's tool names by design
                     repeat_penalty=1.0 if grammar is not None else REPEAT_PENALTY)
             except ValueError as exc:  # prompt longer than the context window
@@ -287,11 +300,16 @@ class LocalProvider(Provider):
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            # grammar-constrained output only fails to parse when cut off by max_tokens; the
-            # same seed would cut it off again, so retrying cannot help
+            # grammar-constrained output only fails to parse when cut off by max_tokens
+            with self._cut_off_lock:
+                self._cut_off[key] = failures + 1
+                self._cut_off.move_to_end(key)
+                while len(self._cut_off) > 1024:
+                    self._cut_off.popitem(last=False)
             raise ProviderError(
-                f"local: the JSON answer was cut off after {max_tokens} tokens; raise the "
-                "task's max_tokens (and providers.local.max_tokens)", retryable=False,
+                f"local: the JSON answer was cut off after {max_tokens} tokens (the model "
+                "looped); a retry samples again - if it keeps happening, raise the task's "
+                "max_tokens or bound the schema's strings with maxLength", retryable=True,
                 provider=self.name) from exc
         if not request.tools:
             return ChatResponse(text=json.dumps(data), usage=usage,
