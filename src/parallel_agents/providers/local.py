@@ -27,6 +27,7 @@ the grammar directly. Decoding is deterministic: fixed seed, the request's tempe
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import functools
 import hashlib
@@ -125,6 +126,18 @@ def _without_extra_buffer_types() -> Iterator[None]:
 
 _MODELS: dict[tuple[str, int, int], _Model] = {}
 _MODELS_LOCK = threading.Lock()
+
+
+@atexit.register
+def _close_models() -> None:
+    """Free the models while llama_cpp's module globals still exist: left to the garbage
+    collector at interpreter teardown, `Llama.__del__` raises "'NoneType' object is not
+    callable" into stderr."""
+    for model in list(_MODELS.values()):
+        with model.lock:
+            if model._llama is not None:
+                model._llama.close()
+                model._llama = None
 
 
 def _shared_model(path: Path, n_ctx: int, n_threads: int) -> _Model:
