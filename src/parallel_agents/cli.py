@@ -161,7 +161,8 @@ async def _execute(executor: Executor, plan: Plan) -> RunResult:
 
 @app.command("run")
 def run_command(
-    plan_file: Annotated[str, typer.Argument(metavar="PLAN", help="A .yaml/.yml/.json plan file.")],
+    plan_file: Annotated[str, typer.Argument(
+        metavar="PLAN|REQUEST", help="A .yaml/.yml/.json plan file, or a request in words.")],
     max_workers: Annotated[Optional[int], typer.Option(
         "--max-workers", min=1, help="Global limit on running tasks (on top of pool limits).")] = None,
     strategy: Annotated[Optional[str], typer.Option(
@@ -173,10 +174,24 @@ def run_command(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
     seed: Annotated[Optional[int], typer.Option(
         "--seed", help="Seed the retry jitter (reproducible runs).")] = None,
+    template: Annotated[Optional[str], typer.Option(
+        "--template", help="With a request: plan from a template (full_stack | api | frontend "
+        "| microservice | file_based | feature_based | layer_based | phases).")] = None,
+    show_plan: Annotated[bool, typer.Option(
+        "--show-plan", help="With a request: print the plan and predicted timeline, run "
+        "nothing.")] = False,
 ) -> None:
-    """Run a plan: each task starts as soon as its dependencies succeed and its pool has room."""
+    """Run a plan file, or a request in words (the coordinator plans it, agents run it)."""
     if strategy is not None and strategy not in STRATEGIES:
         _fail_usage(f"unknown strategy {strategy!r}: use one of {', '.join(STRATEGIES)}")
+    from . import cli_coordinator
+
+    if cli_coordinator.looks_like_request(plan_file):
+        raise typer.Exit(cli_coordinator.run_request(
+            plan_file, template=template, show_plan=show_plan, as_json=as_json, quiet=quiet,
+            max_workers=max_workers, err=err, line_printer=_LinePrinter(err)))
+    if template is not None or show_plan:
+        _fail_usage("--template and --show-plan go with a request in words, not a plan file")
     plan = _load_plan(plan_file)
     try:
         executor = Executor(strategy=strategy, max_workers=max_workers,  # type: ignore[arg-type]
