@@ -12,7 +12,7 @@ from pathlib import Path
 
 from coord_helpers import FileWriter, plan_json, planner
 
-from parallel_agents.coordinator import Coordinator
+from parallel_agents.coordinator import DEFAULT_POOLS, Coordinator
 
 RESTAURANT = "Build a restaurant website with booking"
 
@@ -160,7 +160,8 @@ def test_contradiction_without_an_owner_is_decided_and_explained(workspace):
 
 def test_failed_task_is_partial_delivery_said_plainly(workspace):
     writer = FileWriter(files={"frontend": {"index.html": "<p>hi</p>"}}, fail={"backend"})
-    out = coordinate(workspace, writer)
+    no_retries = {name: {**cfg, "max_retries": 0} for name, cfg in DEFAULT_POOLS.items()}
+    out = coordinate(workspace, writer, pools=no_retries)
     assert out.run.status == "partial"
     text = out.final_response
     assert text.startswith("# Partial delivery:")
