@@ -129,8 +129,6 @@ def run_request(
     except ParallelAgentsError as exc:
         err.print(f"error: {exc}", markup=False)
         return EXIT_USAGE
-    finally:
-        pass
     if as_json:
         sys.stdout.write(json.dumps(outcome.to_dict(), default=_json_default) + "\n")
         sys.stdout.flush()

@@ -182,6 +182,8 @@ class Coordinator:
     * **agents**, **max_workers**, **on_event**, **executor_options** - passed to `Executor`.
     * **stream** - dispatch tasks as the planner emits them (needs a provider).
     * **summarize** - add an LLM summary paragraph to the final response.
+    * **task_defaults** - fields every planned task gets unless it sets them, e.g.
+      `{"max_iterations": 4, "max_tokens": 256}` for a small local model.
     """
 
     def __init__(
@@ -199,6 +201,7 @@ class Coordinator:
         executor_options: Mapping[str, Any] | None = None,
         stream: bool = False,
         summarize: bool = False,
+        task_defaults: Mapping[str, Any] | None = None,
     ) -> None:
         self.provider = provider
         self.planner_model = planner_model
@@ -212,11 +215,17 @@ class Coordinator:
         self.executor_options = dict(executor_options or {})
         self.stream = stream
         self.summarize = summarize
+        self.task_defaults = dict(task_defaults or {})
 
     async def plan(self, request: str, template: str | None = None) -> Decomposition:
         """Decompose `request` (nothing runs)."""
-        return await decompose(request, self.provider, template=template, model=self.model,
-                               planner_model=self.planner_model, pools=self.pools)
+        decomposition = await decompose(request, self.provider, template=template,
+                                        model=self.model, planner_model=self.planner_model,
+                                        pools=self.pools)
+        for spec in decomposition.tasks:
+            for key, value in self.task_defaults.items():
+                spec.setdefault(key, value)
+        return decomposition
 
     async def run(self, request: str, template: str | None = None) -> CoordinatorResult:
         """Plan, run, aggregate and synthesize. Never raises for a failed task."""
@@ -317,6 +326,8 @@ class Coordinator:
                 spec = fixer.repair(raw)
                 if spec is None:
                     continue
+                for key, value in self.task_defaults.items():
+                    spec.setdefault(key, value)
                 held.append(spec)
                 if release_ready():
                     yield plan_now()
@@ -338,6 +349,8 @@ class Coordinator:
             for t in tasks:
                 if self.model:
                     t["model"] = self.model
+                for key, value in self.task_defaults.items():
+                    t.setdefault(key, value)
                 fixer.distribution[t["id"]] = distribute(
                     t["description"], t["agent"], self.pools).to_dict()
             released.extend(tasks)
