@@ -114,9 +114,17 @@ def _read(path: Path, limit: int = 1_000_000) -> str | None:
         return None
 
 
-def _safe_rel(path: str) -> str | None:
+def _workspace_rel(path: str, workspace: Path | None) -> str | None:
+    """A file an agent reported, relative to the workspace; None if it lies outside."""
     p = Path(path)
-    if p.is_absolute() or ".." in p.parts:
+    if p.is_absolute():
+        if workspace is None:
+            return None
+        try:
+            p = p.resolve().relative_to(workspace.resolve())
+        except ValueError:
+            return None
+    if ".." in p.parts:
         return None
     return p.as_posix()
 
@@ -371,9 +379,7 @@ def aggregate(
         if r.status != "succeeded":
             continue
         for path in r.files:
-            rel = _safe_rel(path) if not Path(path).is_absolute() or ws is None else (
-                _safe_rel(str(Path(path).relative_to(ws))) if Path(path).is_relative_to(ws)
-                else None)
+            rel = _workspace_rel(path, ws)
             if rel is None:
                 continue
             writers.setdefault(rel, [])

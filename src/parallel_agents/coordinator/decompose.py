@@ -100,26 +100,33 @@ class Decomposition:
 
 
 # -- the LLM request ---------------------------------------------------------------------
+# Bounded (items, string lengths) so a grammar-constrained small model cannot ramble until
+# it runs out of tokens; the bounds are plain JSON Schema that remote providers accept too.
 PLAN_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
         "tasks": {
             "type": "array",
+            "minItems": 1,
+            "maxItems": 8,
             "items": {
                 "type": "object",
                 "properties": {
-                    "id": {"type": "string"},
+                    "id": {"type": "string", "maxLength": 40},
                     "agent": {"type": "string", "enum": list(ROLES)},
-                    "description": {"type": "string"},
-                    "depends_on": {"type": "array", "items": {"type": "string"}},
-                    "priority": {"type": "integer"},
-                    "estimated_seconds": {"type": "integer"},
+                    "description": {"type": "string", "maxLength": 300},
+                    "depends_on": {"type": "array", "maxItems": 6,
+                                   "items": {"type": "string", "maxLength": 40}},
+                    "priority": {"type": "integer", "minimum": 0, "maximum": 10},
+                    "estimated_seconds": {"type": "integer", "minimum": 1, "maximum": 3600},
                 },
                 "required": ["id", "agent", "description", "depends_on"],
+                "additionalProperties": False,
             },
         },
     },
     "required": ["tasks"],
+    "additionalProperties": False,
 }
 
 _SYSTEM = (
