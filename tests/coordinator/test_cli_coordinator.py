@@ -63,6 +63,6 @@ def test_bad_template_and_missing_plan_file_are_clear_errors(tmp_path):
     assert "unknown template 'fullstack'" in p.stderr and "Traceback" not in p.stderr
     p = cli("plan.yaml", cwd=tmp_path)  # a plan file name, not a request
     assert p.returncode == 2 and "no such plan file" in p.stderr
-    (tmp_path / "p.yaml").write_text("tasks: [{id: a, command: [true]}]\n")
+    (tmp_path / "p.yaml").write_text('tasks: [{id: a, command: ["true"]}]\n')
     p = cli("p.yaml", "--show-plan", cwd=tmp_path)
     assert p.returncode == 2 and "--show-plan" in p.stderr

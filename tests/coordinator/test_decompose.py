@@ -223,3 +223,15 @@ def test_empty_request_is_a_usage_error():
 def test_model_is_set_on_every_task():
     d = run(decompose(RESTAURANT, None, model="openai:gpt-4o-mini"))
     assert {t["model"] for t in d.tasks} == {"openai:gpt-4o-mini"}
+
+
+def test_a_single_task_plan_runs_the_request_itself_with_the_role_it_asks_for():
+    # what SmolLM2-135M really answered for this request: a guessed role, a rambling text
+    odd = plan_json({"id": "1", "agent": "architect", "depends_on": ["id", "description"],
+                     "description": "The sea is a tapestry of endless possibilities"})
+    d = run(decompose("Write a haiku about the sea", planner(odd)))
+    assert d.decision == "serial"
+    [task] = d.tasks
+    assert task["id"] == "main" and task["agent"] == "writer" and task["pool"] == "general"
+    assert task["prompt"] == "Write a haiku about the sea"
+    assert sum(r.kind == "unknown_dependency" for r in d.repairs) == 2

@@ -24,7 +24,7 @@ from typing import Any
 from ..plan import PRIORITY_NAMES, Plan
 from ..providers.base import ChatRequest, Message, Provider, ProviderError
 from ..simulate import simulate
-from .distribute import DEFAULT_POOLS, ROLE_POOL, ROLES, closest_role, distribute
+from .distribute import DEFAULT_POOLS, ROLE_POOL, ROLES, closest_role, distribute, role_hint
 from .templates import TEMPLATES, keyword_tasks, template_tasks
 
 __all__ = [
@@ -576,8 +576,13 @@ def decide(tasks: list[Spec], pools: dict[str, Any]) -> tuple[str, str, float, f
 
 def _collapse(request: str, tasks: list[Spec], pools: dict[str, Any],
               model: str | None) -> list[Spec]:
-    """Serial: the whole request stays one task (its parts become steps of the prompt)."""
-    dist = distribute(request, None, pools)
+    """Serial: the whole request stays one task (its parts become steps of the prompt).
+
+    The role comes from the request's own words when they say something, else from the
+    planner's first task: a small model's role for a one-line request is often a guess.
+    """
+    role = role_hint(request) or (tasks[0]["agent"] if tasks else None)
+    dist = distribute(request, role, pools)
     steps = ""
     if len(tasks) > 1:
         steps = "\n\nSteps:\n" + "\n".join(f"{i}. {t['description']}"
@@ -682,9 +687,9 @@ async def decompose(
         for t in tasks:
             t["pool"] = distribution[t["id"]]["pool"] if t["id"] == "main" else t["pool"]
     decision, reason, makespan, serial = decide(tasks, pools)
-    if decision == "serial" and len(tasks) > 1:
+    if decision == "serial" and (len(tasks) > 1 or tasks[0]["id"] != "main"):
         tasks = _collapse(request, tasks, pools, model)
-        distribution = {"main": distribute(request, None, pools).to_dict()}
+        distribution = {"main": distribute(request, tasks[0]["agent"], pools).to_dict()}
         makespan = serial = tasks[0]["estimated_seconds"]
     return Decomposition(
         request=request, plan=_plan_dict(name, tasks, pools,

@@ -23,6 +23,7 @@ __all__ = [
     "distribute",
     "closest_role",
     "role_for_text",
+    "role_hint",
 ]
 
 GENERAL_POOL = "general"
@@ -176,6 +177,16 @@ _ROLE_HINTS: dict[str, tuple[str, ...]] = {
     "researcher": ("research", "compare", "investigate", "analy", "find"),
     "writer": ("write", "article", "story", "poem", "haiku", "essay", "summary", "email"),
 }
+
+
+def role_hint(text: str) -> str | None:
+    """The role `text` clearly asks for (its hint words win outright), else None."""
+    low = text.lower()
+    scores = {role: sum(1 for h in hints if re.search(rf"\b{re.escape(h)}", low))
+              for role, hints in _ROLE_HINTS.items()}
+    best = max(scores.values())
+    leaders = [r for r, n in scores.items() if n == best]
+    return leaders[0] if best >= 1 and len(leaders) == 1 else None
 
 
 def role_for_text(text: str, pool: str | None = None) -> str:
