@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import typer
 from rich.console import Console
 from rich.markdown import Markdown
 from rich.table import Table
@@ -136,5 +135,3 @@ def run_request(
         Console(highlight=False).print(Markdown(outcome.final_response))
     return _exit_code(outcome.run)
 
-
-_ = typer

@@ -45,8 +45,11 @@ def test_template_full_stack_plan_matches_the_template(tmp_path):
     assert p.returncode == 0, p.stderr
     data = json.loads(p.stdout)
     expected = TEMPLATES["full_stack"](RESTAURANT)
-    got = [{k: v for k, v in t.items() if k != "prompt"} for t in data["plan"]["tasks"]]
+    # the template's tasks exactly; the coordinator adds the prompt and the answer file
+    got = [{k: v for k, v in t.items() if k not in ("prompt", "output_file")}
+           for t in data["plan"]["tasks"]]
     assert got == expected
+    assert all(t["output_file"] == f"answers/{t['id']}.md" for t in data["plan"]["tasks"])
     assert data["template"] == "full_stack" and data["repairs"] == []
 
 

@@ -186,3 +186,14 @@ def test_template_run_uses_exactly_the_template(workspace):
         ["architecture", "api_design", "database_models", "backend", "security", "testing",
          "deployment"])
     assert out.decomposition.template == "api"
+
+
+def test_llm_tasks_save_their_answers_and_take_task_defaults(workspace):
+    c = Coordinator(planner(FOUR), workspace=workspace, model="local:smollm2",
+                    task_defaults={"max_iterations": 4})
+    d = asyncio.run(c.plan(RESTAURANT))
+    for t in d.tasks:
+        assert t["output_file"] == f"answers/{t['id']}.md"
+        assert t["max_iterations"] == 4 and t["model"] == "local:smollm2"
+    off = Coordinator(planner(FOUR), answers_dir=None)
+    assert all("output_file" not in t for t in asyncio.run(off.plan(RESTAURANT)).tasks)

@@ -44,7 +44,7 @@ def test_request_to_final_response_on_the_local_model(tmp_path, monkeypatch):
     coordinator = Coordinator(
         provider, planner_model=MODEL.split(":", 1)[1], model=MODEL,
         workspace=tmp_path / "ws",
-        task_defaults={"max_iterations": 4, "max_tokens": 256},
+        task_defaults={"max_iterations": 4},
     )
     out = asyncio.run(coordinator.run("Build a restaurant website with booking"))
 
@@ -59,6 +59,9 @@ def test_request_to_final_response_on_the_local_model(tmp_path, monkeypatch):
     assert written, out.final_response
     for path in written:
         assert (out.workspace / path).exists()
+    for tid, r in out.run.tasks.items():  # every delivered answer is also a file
+        if r.status == "succeeded":
+            assert (out.workspace / "answers" / f"{tid}.md").read_text().strip()
     assert out.final_response.startswith(("# Done", "# Partial delivery"))
     for t in tasks:
         assert f"| {t['id']} |" in out.final_response

@@ -15,7 +15,7 @@ starts each task as soon as the planner has emitted it and its dependencies allo
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -183,7 +183,9 @@ class Coordinator:
     * **stream** - dispatch tasks as the planner emits them (needs a provider).
     * **summarize** - add an LLM summary paragraph to the final response.
     * **task_defaults** - fields every planned task gets unless it sets them, e.g.
-      `{"max_iterations": 4, "max_tokens": 256}` for a small local model.
+      `{"max_iterations": 4}` for a small local model.
+    * **answers_dir** - LLM tasks also save their final answer as `ANSWERS_DIR/TASK.md` in
+      the workspace (the task's `output_file`); None to turn that off.
     """
 
     def __init__(
@@ -202,6 +204,7 @@ class Coordinator:
         stream: bool = False,
         summarize: bool = False,
         task_defaults: Mapping[str, Any] | None = None,
+        answers_dir: str | None = "answers",
     ) -> None:
         self.provider = provider
         self.planner_model = planner_model
@@ -216,6 +219,7 @@ class Coordinator:
         self.stream = stream
         self.summarize = summarize
         self.task_defaults = dict(task_defaults or {})
+        self.answers_dir = answers_dir
 
     async def plan(self, request: str, template: str | None = None) -> Decomposition:
         """Decompose `request` (nothing runs)."""
@@ -223,9 +227,16 @@ class Coordinator:
                                         model=self.model, planner_model=self.planner_model,
                                         pools=self.pools)
         for spec in decomposition.tasks:
-            for key, value in self.task_defaults.items():
-                spec.setdefault(key, value)
+            self._defaults(spec)
         return decomposition
+
+    def _defaults(self, spec: dict[str, Any]) -> None:
+        for key, value in self.task_defaults.items():
+            spec.setdefault(key, value)
+        if self.answers_dir and self.run_task is None:
+            # Each agent's answer is also a file of the workspace: a deliverable even when a
+            # small model never calls write_file, and what the aggregator reads for findings.
+            spec.setdefault("output_file", f"{self.answers_dir}/{spec['id']}.md")
 
     async def run(self, request: str, template: str | None = None) -> CoordinatorResult:
         """Plan, run, aggregate and synthesize. Never raises for a failed task."""
@@ -326,8 +337,7 @@ class Coordinator:
                 spec = fixer.repair(raw)
                 if spec is None:
                     continue
-                for key, value in self.task_defaults.items():
-                    spec.setdefault(key, value)
+                self._defaults(spec)
                 held.append(spec)
                 if release_ready():
                     yield plan_now()
@@ -349,8 +359,7 @@ class Coordinator:
             for t in tasks:
                 if self.model:
                     t["model"] = self.model
-                for key, value in self.task_defaults.items():
-                    t.setdefault(key, value)
+                self._defaults(t)
                 fixer.distribution[t["id"]] = distribute(
                     t["description"], t["agent"], self.pools).to_dict()
             released.extend(tasks)
@@ -360,5 +369,3 @@ class Coordinator:
         decomposition.distribution = fixer.distribution
         decomposition.llm_text = "".join(sink) or None
 
-
-_ = (Awaitable,)

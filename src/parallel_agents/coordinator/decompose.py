@@ -24,8 +24,8 @@ from typing import Any
 from ..plan import PRIORITY_NAMES, Plan
 from ..providers.base import ChatRequest, Message, Provider, ProviderError
 from ..simulate import simulate
-from .distribute import DEFAULT_POOLS, ROLE_POOL, ROLES, closest_role, distribute, role_hint
-from .templates import TEMPLATES, keyword_tasks, template_tasks
+from .distribute import DEFAULT_POOLS, ROLES, closest_role, distribute, role_hint
+from .templates import keyword_tasks, template_tasks
 
 __all__ = [
     "Repair",
@@ -37,7 +37,7 @@ __all__ = [
     "decide",
     "planning_request",
     "TaskRepairer",
-    "iter_json_objects",
+    "stream_raw_tasks",
 ]
 
 Spec = dict[str, Any]
@@ -490,7 +490,7 @@ def break_cycles(tasks: list[Spec], repairs: list[Repair]) -> None:
         except graphlib.CycleError as exc:
             cycle = list(exc.args[1])  # [a, b, ..., a]: each depends on the next? (graphlib)
             edges = []
-            for a, b in zip(cycle, cycle[1:]):
+            for a, b in zip(cycle, cycle[1:], strict=False):
                 # graphlib lists the cycle so that consecutive nodes are dependency edges in
                 # one direction or the other; keep the pairs that are real edges.
                 if b in by_id[a]["depends_on"]:
@@ -706,11 +706,6 @@ def _plan_name(request: str) -> str:
 
 
 # -- streaming ---------------------------------------------------------------------------
-def iter_json_objects() -> _ObjectScanner:
-    """An incremental scanner: feed text chunks, get each task object as it closes."""
-    return _ObjectScanner()
-
-
 class _ObjectScanner:
     """Finds the objects inside the first JSON array of a streamed answer, as they close.
 
@@ -785,8 +780,3 @@ async def stream_raw_tasks(provider: Provider, request: ChatRequest,
         yield obj
 
 
-def known_templates() -> list[str]:
-    return list(TEMPLATES)
-
-
-_ = ROLE_POOL  # re-exported names used by the coordinator's docs

@@ -152,7 +152,8 @@ def distribute(
     second = scores[ranked[1]] if len(ranked) > 1 else 0.0
     fallback = GENERAL_POOL if GENERAL_POOL in names else best
     if scores[best] < min_score:
-        pool, reason = fallback, f"no pool scored {min_score:g} or more: ambiguous, multi-agent pool"
+        pool = fallback
+        reason = f"no pool scored {min_score:g} or more: ambiguous, multi-agent pool"
     elif scores[best] - second <= margin and best != fallback:
         pool = fallback
         reason = (f"{best} ({scores[best]:g}) and {ranked[1]} ({second:g}) are too close: "

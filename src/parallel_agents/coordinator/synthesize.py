@@ -8,8 +8,6 @@ facts below it.
 
 from __future__ import annotations
 
-from typing import Any
-
 from ..providers.base import ChatRequest, Message, Provider, ProviderError
 from ..results import RunResult
 from .aggregate import Aggregation
@@ -140,5 +138,3 @@ async def llm_summary(provider: Provider, decomposition: Decomposition,
     text = response.text.strip()
     return text or None
 
-
-_ = Any
