@@ -129,10 +129,12 @@ def test_ids_deps_priorities_and_estimates_are_repaired():
     got = {r.kind for r in repairs}
     assert {"id", "duplicate_id", "self_dependency", "unknown_dependency", "priority",
             "estimate"} <= got
-    # the whole decomposition: repairs listed; this plan's huge estimate makes it serial
+    # the whole decomposition: repairs listed; this plan's huge estimate makes it serial,
+    # which forfeits the request's obvious parallelism: the keyword plan replaces it
     d = run(decompose(RESTAURANT, planner(text)))
     assert {"duplicate_id", "estimate"} <= set(kinds(d))
-    assert d.decision == "serial" and "speedup" in d.reason
+    assert d.source == "keywords" and d.decision == "parallel"
+    assert any(r.kind == "fallback" and "speedup" in r.message for r in d.repairs)
 
 
 def test_unknown_roles_map_to_the_closest_role_and_pool():
@@ -235,3 +237,14 @@ def test_a_single_task_plan_runs_the_request_itself_with_the_role_it_asks_for():
     assert task["id"] == "main" and task["agent"] == "writer" and task["pool"] == "general"
     assert task["prompt"] == "Write a haiku about the sea"
     assert sum(r.kind == "unknown_dependency" for r in d.repairs) == 2
+
+
+def test_a_chain_for_a_parallel_request_is_replaced_by_the_keyword_plan():
+    chain = plan_json(
+        {"id": "ui", "agent": "frontend", "description": "Pages", "depends_on": []},
+        {"id": "api", "agent": "backend", "description": "API", "depends_on": ["ui"]},
+        {"id": "db", "agent": "database", "description": "Tables", "depends_on": ["api"]})
+    d = run(decompose(RESTAURANT, planner(chain)))
+    assert d.source == "keywords" and d.decision == "parallel"
+    [fallback] = [r for r in d.repairs if r.kind == "fallback"]
+    assert "chain" in fallback.message

@@ -599,6 +599,22 @@ def _pools_of(tasks: list[Spec]) -> set[str]:
     return {t["pool"] for t in tasks}
 
 
+def _keyword_plan_is_better(llm: list[Spec], keywords: list[Spec],
+                            pools: dict[str, Any]) -> bool:
+    """The model's plan forfeits parallelism that the request's own words clearly have.
+
+    True when the keyword plan is parallel (>= 3 tasks in >= 2 pools, and beneficial) while
+    the model's plan has fewer tasks or pools, or would be run serially (e.g. a chain).
+    """
+    if len(keywords) < MIN_PARALLEL_PARTS or len(_pools_of(keywords)) < 2:
+        return False
+    if decide(keywords, pools)[0] != "parallel":
+        return False
+    if len(llm) < MIN_PARALLEL_PARTS or len(_pools_of(llm)) < 2:
+        return True
+    return decide(llm, pools)[0] == "serial"
+
+
 # -- the entry point ---------------------------------------------------------------------
 async def decompose(
     request: str,
@@ -668,12 +684,13 @@ async def decompose(
             if tasks is None:
                 repairs.append(Repair("fallback", "the model's answer has no usable tasks: "
                                       f"used the keyword plan ({kw_strategy})"))
-            elif (len(kw_tasks) >= MIN_PARALLEL_PARTS and len(_pools_of(kw_tasks)) >= 2
-                  and (len(tasks) < MIN_PARALLEL_PARTS or len(_pools_of(tasks)) < 2)):
+            elif _keyword_plan_is_better(tasks, kw_tasks, pools):
+                mode, why, _, _ = decide(tasks, pools)
+                shape = (f"{len(tasks)} task(s) in {len(_pools_of(tasks))} pool(s)"
+                         + (f", {why}" if mode == "serial" else ""))
                 repairs.append(Repair(
                     "fallback",
-                    f"the model's plan ({len(tasks)} task(s) in {len(_pools_of(tasks))} "
-                    f"pool(s)) is coarser than the request's own parts "
+                    f"the model's plan ({shape}) is coarser than the request's own parts "
                     f"({', '.join(t['id'] for t in kw_tasks)}): used the keyword plan "
                     f"({kw_strategy})"))
                 tasks, source, strategy = None, "keywords", kw_strategy
