@@ -213,3 +213,15 @@ def test_executor_execute_stream_reports_a_failed_stream():
     result = asyncio.run(main())
     assert result.tasks["a"].status == "succeeded"
     assert "planner died" in (result.reason or "")
+
+
+def test_scheduler_extend_is_all_or_nothing():
+    a = Task(id="a", run=_noop)
+    s = Scheduler(_plan(a), open_ended=True)
+    s.decide()
+    bad = Plan.model_construct(tasks=(a, Task(id="b", run=_noop, depends_on=("ghost",))))
+    with pytest.raises(KeyError):
+        s.extend(bad)
+    assert set(s.state) == {"a"} and s.plan.tasks == (a,)
+    s.extend(_plan(a, Task(id="c", run=_noop)))
+    assert StartTask("c", 1) in s.decide()

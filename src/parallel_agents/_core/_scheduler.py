@@ -320,18 +320,30 @@ class Scheduler:
                 self._heaps[name] = []
                 self._pool_free[name] = (
                     math.inf if pool.max_concurrent is None else pool.max_concurrent)
-        self.plan = plan
         new = plan.tasks[old:]
-        for index, task in enumerate(new, start=old):
-            _, retries, backoff = plan.policy(task)
-            self._info[task.id] = _Info(index=index, pool=task.pool, deps=task.depends_on,
-                                        max_retries=retries, backoff=backoff)
-            self.state[task.id] = TaskState.PENDING
-            self._gate_left[0] += 1
-        for task in new:
-            for dep in task.depends_on:
-                self._info[dep].dependents.append(task.id)
-        self._compute_remaining_paths()
+        previous = self.plan
+        try:
+            self.plan = plan
+            for index, task in enumerate(new, start=old):
+                _, retries, backoff = plan.policy(task)
+                self._info[task.id] = _Info(index=index, pool=task.pool, deps=task.depends_on,
+                                            max_retries=retries, backoff=backoff)
+                self.state[task.id] = TaskState.PENDING
+            for task in new:
+                for dep in task.depends_on:
+                    self._info[dep].dependents.append(task.id)
+            self._compute_remaining_paths()
+        except Exception:
+            # All or nothing: a half-registered task would never start and never finish.
+            self.plan = previous
+            added = {t.id for t in new}
+            for task_id in added:
+                self._info.pop(task_id, None)
+                self.state.pop(task_id, None)
+            for info in self._info.values():
+                info.dependents[:] = [d for d in info.dependents if d not in added]
+            raise
+        self._gate_left[0] += len(new)
         stopped = self._cancel_reason or self._stop_reason
         for task in new:
             info = self._info[task.id]
