@@ -6,7 +6,7 @@ import asyncio
 import json
 
 from coord_helpers import planner
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from parallel_agents.coordinator import decompose, to_plan
@@ -30,6 +30,8 @@ raw_task = st.one_of(
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(raw_task, max_size=12))
+@example([{"id": "a", "priority": "INFINITY"}])  # found by this test
+@example([{"id": "a", "priority": float("-inf"), "estimated_seconds": float("inf")}])
 def test_repaired_tasks_always_build_a_valid_plan(raw):
     tasks, repairs, dist = repair_tasks(raw, "Build a shop")
     plan = to_plan({"name": "p", "pools": {"codegen": {}, "security": {}, "database": {},
