@@ -19,8 +19,8 @@ from rich.console import Console
 from . import cli_ui
 from ._exceptions import ParallelAgentsError, PlanError, UsageError
 from .executor import Executor
-from .plan import Plan
-from .progress import LiveProgress, make_progress, print_summary
+from .plan import STRATEGIES, Plan
+from .progress import LinePrinter, LiveProgress, make_progress, print_summary
 from .results import RunResult
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 130
@@ -100,7 +100,8 @@ async def _execute(executor: Executor, plan: Plan) -> RunResult:
 
 @app.command("run")
 def run_command(
-    plan_file: Annotated[str, typer.Argument(metavar="PLAN", help="A .yaml/.yml/.json plan file.")],
+    plan_file: Annotated[str, typer.Argument(
+        metavar="PLAN|REQUEST", help="A .yaml/.yml/.json plan file, or a request in words.")],
     max_workers: Annotated[Optional[int], typer.Option(
         "--max-workers", min=1, help="Global limit on running tasks (on top of pool limits).")] = None,
     strategy: Annotated[Optional[str], typer.Option(
@@ -129,8 +130,28 @@ def run_command(
         "--ray-address", metavar="ADDRESS",
         help="With --backend ray: the cluster to join (e.g. auto, host:6379). "
              "Default: start a local Ray instance.")] = None,
+    template: Annotated[Optional[str], typer.Option(
+        "--template", help="With a request: plan from a template (full_stack | api | frontend "
+        "| microservice | file_based | feature_based | layer_based | phases).")] = None,
+    show_plan: Annotated[bool, typer.Option(
+        "--show-plan", help="With a request: print the plan and predicted timeline, run "
+        "nothing.")] = False,
 ) -> None:
-    """Run a plan: each task starts as soon as its dependencies succeed and its pool has room."""
+    """Run a plan file, or a request in words (the coordinator plans it, agents run it)."""
+    if strategy is not None and strategy not in STRATEGIES:
+        _fail_usage(f"unknown strategy {strategy!r}: use one of {', '.join(STRATEGIES)}")
+    from . import cli_coordinator
+
+    if cli_coordinator.looks_like_request(plan_file):
+        options: dict[str, Any] = {"seed": seed, "budget_usd": budget, "record_dir": record,
+                                   "replay_dir": replay, "backend": backend,
+                                   "ray_address": ray_address}
+        raise typer.Exit(cli_coordinator.run_request(
+            plan_file, template=template, show_plan=show_plan, as_json=as_json, quiet=quiet,
+            max_workers=max_workers, err=err, line_printer=LinePrinter(err),
+            executor_options=options, workspace=workspace))
+    if template is not None or show_plan:
+        _fail_usage("--template and --show-plan go with a request in words, not a plan file")
     setup = cli_ui.setup_run(plan_file, config_file=config_file, max_workers=max_workers,
                              strategy=strategy, fail_fast=fail_fast)
     plan = setup.plan

@@ -15,7 +15,7 @@ import asyncio
 import random
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterable, Callable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -182,6 +182,34 @@ class Executor:
         finally:
             self._active.discard(run)
 
+    async def execute_stream(
+        self, plan: Plan, updates: AsyncIterable[Plan], *, run_id: str | None = None
+    ) -> RunResult:
+        """Streaming planning: run `plan` now and grow it while `updates` yields.
+
+        Each plan from `updates` is the current plan with tasks appended (same pools); its new
+        tasks start as soon as their dependencies allow, before the plan is complete. The run
+        ends when `updates` is exhausted and every task has ended. If `updates` raises, no
+        more tasks are added and the error becomes the run's `reason`.
+        """
+        strategy = self.strategy or plan.strategy or "dependency"
+        if strategy not in ("dependency", "sequential"):
+            raise UsageError(f"a streamed plan runs with the dependency or sequential "
+                             f"strategy, not {strategy!r}")
+        _check_llm_tasks(plan, self)
+        if not self._backend_started:
+            await self.backend.start()
+            self._backend_started = True
+        await self.backend.prepare(plan)
+        run = _Run(self, plan, strategy, run_id or new_run_id(), open_ended=True)
+        self._active.add(run)
+        feeder = asyncio.ensure_future(run.feed(updates))
+        try:
+            return await run.go()
+        finally:
+            feeder.cancel()
+            self._active.discard(run)
+
     def cancel(self, reason: str = "cancelled by user") -> None:
         """Stop every active run: running tasks are cancelled, queued ones never start."""
         for run in list(self._active):
@@ -213,7 +241,8 @@ def run(plan: Plan, **options: Any) -> RunResult:
 class _Run:
     """One execution of one plan."""
 
-    def __init__(self, executor: Executor, plan: Plan, strategy: str, run_id: str) -> None:
+    def __init__(self, executor: Executor, plan: Plan, strategy: str, run_id: str,
+                 *, open_ended: bool = False) -> None:
         self.executor = executor
         self.plan = plan
         self.strategy = strategy
@@ -231,8 +260,9 @@ class _Run:
         self.scheduler = Scheduler(
             plan, strategy=strategy,  # type: ignore[arg-type]
             max_workers=executor.max_workers, fail_fast=executor.fail_fast, rng=rng,
-            budget=self.budget, start_cost=costs,
+            budget=self.budget, start_cost=costs, open_ended=open_ended,
         )
+        self.feed_error: str | None = None
         self.results: dict[str, TaskResult] = {
             t.id: TaskResult(id=t.id, pool=t.pool) for t in plan.tasks
         }
@@ -283,6 +313,34 @@ class _Run:
         self.cancel_reason = reason
         self.scheduler.send(CancelRequested(reason))
         self.pump()
+
+    async def feed(self, updates: AsyncIterable[Plan]) -> None:
+        """Streaming planning: add each update's new tasks, then close the plan."""
+        try:
+            async for plan in updates:
+                if self.done.done() or self.cancel_reason is not None:
+                    break
+                old = len(self.plan.tasks)
+                # The new tasks get the same checks and budget pricing as a whole plan does.
+                _check_llm_tasks(plan, self.executor)
+                if self.budget is not None:
+                    prices = PriceTable(plan.prices)
+                    for task in plan.tasks[old:]:
+                        if task.kind == "llm":
+                            self.scheduler.start_cost[task.id] = (
+                                start_cost(task, plan, prices) or 0.0)
+                await self.executor.backend.prepare(plan)
+                self.scheduler.extend(plan)
+                self.plan = plan
+                for task in plan.tasks[old:]:
+                    self.results[task.id] = TaskResult(id=task.id, pool=task.pool)
+                self._pump_soon()
+        except Exception as exc:  # noqa: BLE001 - the planner's failure ends planning only
+            self.feed_error = f"the plan stream failed: {type(exc).__name__}: {exc}"
+        finally:
+            self.scheduler.close()
+            if not self.done.done():
+                self._pump_soon()
 
     def pump(self) -> None:
         self.pump_scheduled = False
@@ -496,7 +554,7 @@ class _Run:
             max_parallel = peaks[used[0]]  # one pool did everything: its peak is the run's
         else:
             max_parallel = metrics.peak_concurrency(intervals)
-        reason = self.cancel_reason
+        reason = self.cancel_reason or self.feed_error
         if reason is None and status != "succeeded":
             broke = [r for r in self.results.values()
                      if r.status in ("skipped", "failed") and r.error

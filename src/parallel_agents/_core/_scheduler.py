@@ -182,6 +182,7 @@ class Scheduler:
         prior_attempts: Mapping[str, int] | None = None,
         budget: Budget | None = None,
         start_cost: Mapping[str, float] | None = None,
+        open_ended: bool = False,
     ) -> None:
         self.plan = plan
         # Budget gate: a task with a start cost (the worst case of its first paid call) starts
@@ -189,6 +190,10 @@ class Scheduler:
         # the driver moves it to the call, and whatever is left is released when it ends.
         self.budget = budget
         self.start_cost: dict[str, float] = dict(start_cost or {})
+        #: streaming planning: more tasks may arrive with `extend()`; no RunFinished until
+        #: `close()` says the plan is complete.
+        self.open_ended = open_ended
+        self._stop_reason: str | None = None  # fail-fast: tasks added later are skipped
         self.strategy: Strategy = strategy or plan.strategy or "dependency"
         limit = max_workers if max_workers is not None else plan.max_workers
         if self.strategy == "sequential":
@@ -318,10 +323,81 @@ class Scheduler:
         else:  # pragma: no cover - a driver bug
             raise TypeError(f"unknown scheduler event {event!r}")
 
+    def extend(self, plan: Plan) -> None:
+        """Streaming planning: `plan` is the current plan with new tasks appended at the end.
+
+        New tasks may depend on any task already known (running or done). A task whose
+        dependency already failed is skipped at once; after a cancel or a fail-fast stop new
+        tasks never start. Only the `dependency` and `sequential` strategies can grow: waves
+        and stages are computed from the whole plan.
+        """
+        old = len(self.plan.tasks)
+        if self.strategy not in ("dependency", "sequential"):
+            raise ValueError(f"a {self.strategy} run cannot take new tasks: waves and stages "
+                             "need the whole plan; use the dependency strategy")
+        if self._finished:
+            raise ValueError("the run has finished: open it with open_ended=True to add tasks")
+        if [t.id for t in plan.tasks[:old]] != [t.id for t in self.plan.tasks]:
+            raise ValueError("extend() takes the same plan with tasks appended at the end")
+        for name, pool in plan.all_pools().items():
+            if name not in self._heaps:
+                self._heaps[name] = []
+                self._pool_free[name] = (
+                    math.inf if pool.max_concurrent is None else pool.max_concurrent)
+        new = plan.tasks[old:]
+        previous = self.plan
+        try:
+            self.plan = plan
+            for index, task in enumerate(new, start=old):
+                _, retries, backoff = plan.policy(task)
+                self._info[task.id] = _Info(index=index, pool=task.pool, deps=task.depends_on,
+                                            priority=task.priority,
+                                            estimate=task.estimated_seconds,
+                                            max_retries=retries, backoff=backoff)
+                self.state[task.id] = TaskState.PENDING
+            for task in new:
+                for dep in task.depends_on:
+                    self._info[dep].dependents.append(task.id)
+            self._compute_remaining_paths(self._topological_order())
+        except Exception:
+            # All or nothing: a half-registered task would never start and never finish.
+            self.plan = previous
+            added = {t.id for t in new}
+            for task_id in added:
+                self._info.pop(task_id, None)
+                self.state.pop(task_id, None)
+            for info in self._info.values():
+                info.dependents[:] = [d for d in info.dependents if d not in added]
+            raise
+        self._gate_left[0] += len(new)
+        stopped = self._cancel_reason or self._stop_reason
+        for task in new:
+            info = self._info[task.id]
+            info.waiting_on = sum(
+                1 for d in info.deps if self.state[d] is not TaskState.SUCCEEDED)
+            bad = [d for d in info.deps
+                   if self.state[d] in TERMINAL and self.state[d] is not TaskState.SUCCEEDED]
+            if stopped is not None and self._cancel_reason is not None:
+                self._set(task.id, TaskState.CANCELLED, "CancelRequested")
+                self._pending_decisions.append(CancelTask(task.id, False, stopped))
+            elif stopped is not None:
+                self._set(task.id, TaskState.SKIPPED, "FailFast")
+                self._pending_decisions.append(SkipTask(task.id, stopped))
+            elif bad:
+                reason = f"dependency {bad[0]!r} {self.state[bad[0]].value}"
+                self._set(task.id, TaskState.SKIPPED, "DependencyFailed")
+                self._pending_decisions.append(SkipTask(task.id, reason))
+            elif info.waiting_on == 0:
+                self._maybe_ready(task.id)
+
+    def close(self) -> None:
+        """Streaming planning: the plan is complete; the run may finish."""
+        self.open_ended = False
+
     def decide(self) -> list[Decision]:
         """Everything the driver must do now: queued notices, skips, retries, starts, finish."""
         self._dispatch()
-        if not self._finished and self._terminal == len(self.state):
+        if not self._finished and not self.open_ended and self._terminal == len(self.state):
             self._finished = True
             self._pending_decisions.append(RunFinished(self.status()))
         out, self._pending_decisions = self._pending_decisions, []
@@ -390,7 +466,8 @@ class Scheduler:
         self.errors[task_id] = error
         self._pending_decisions.append(FailTask(task_id, error))
         if self.fail_fast and not self._stopping:
-            self._stop_everything(f"fail-fast: task {task_id!r} failed", skip=True)
+            self._stop_reason = f"fail-fast: task {task_id!r} failed"
+            self._stop_everything(self._stop_reason, skip=True)
         else:
             self._skip_dependents(task_id)
         self._advance_gate()

@@ -1,0 +1,371 @@
+"""The coordinator: a request in, a plan, parallel agents, one conflict-free answer out.
+
+    from parallel_agents.coordinator import Coordinator
+
+    outcome = await Coordinator(provider=my_provider).run("Build a restaurant website with booking")
+    print(outcome.final_response)          # markdown
+    outcome.to_dict()                      # the `--json` form
+
+Steps: `decompose` (LLM structured output, repaired; or a template; serial vs parallel),
+`distribute` (task -> pool with scores), the executor runs the plan (or, with `stream=True`,
+starts each task as soon as the planner has emitted it and its dependencies allow),
+`aggregate` (one workspace, conflicts resolved by rules), `synthesize` (the final response).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .._exceptions import PlanError, UsageError
+from ..agents import Agent, TaskContext, TaskOutput
+from ..events import Event
+from ..executor import Executor, new_run_id
+from ..plan import Plan, Pool, Task
+from ..providers.base import Provider
+from ..results import RunResult
+from .aggregate import Aggregation, Conflict, aggregate
+from .decompose import (
+    Decomposition,
+    Repair,
+    TaskRepairer,
+    _plan_dict,
+    _plan_name,
+    break_cycles,
+    decide,
+    decompose,
+    planning_request,
+    stream_raw_tasks,
+)
+from .distribute import DEFAULT_POOLS, GENERAL_POOL, Distribution, distribute
+from .synthesize import llm_summary, synthesize
+from .templates import TEMPLATES, keyword_tasks
+
+__all__ = [
+    "Coordinator",
+    "CoordinatorResult",
+    "Decomposition",
+    "Repair",
+    "Aggregation",
+    "Conflict",
+    "Distribution",
+    "DEFAULT_POOLS",
+    "GENERAL_POOL",
+    "TEMPLATES",
+    "decompose",
+    "distribute",
+    "aggregate",
+    "synthesize",
+    "to_plan",
+]
+
+#: `run_task(spec, ctx)`: run one planned task yourself (a Python worker instead of the LLM
+#: agent kind). Returns the output, or a TaskOutput with files.
+TaskRunner = Callable[[dict[str, Any], TaskContext], Any]
+
+_LLM_ONLY_KEYS = ("agent", "prompt", "model", "max_iterations", "max_tokens", "output_schema")
+
+
+def to_plan(plan: Mapping[str, Any], run_task: TaskRunner | None = None) -> Plan:
+    """The coordinator's plan dict -> a runnable Plan.
+
+    Without `run_task` the tasks are LLM tasks (`agent` + `prompt`), run by the executor's
+    `llm` agent. With it, each task becomes a function task calling `run_task(spec, ctx)`.
+    """
+    if run_task is None:
+        try:
+            return Plan.from_dict(plan)
+        except PlanError as exc:
+            if "agent" not in Task.model_fields:
+                raise UsageError(
+                    "this installation has no LLM agent kind (Task has no `agent` field), so "
+                    "the coordinator's tasks cannot run; pass run_task=... to run them with "
+                    "your own function") from exc
+            raise
+    pools = {name: Pool(**cfg) for name, cfg in (plan.get("pools") or {}).items()}
+    tasks = []
+    for spec in plan["tasks"]:
+        tasks.append(Task(
+            id=spec["id"], pool=spec["pool"], priority=spec["priority"],
+            depends_on=tuple(spec["depends_on"]), description=spec.get("description"),
+            estimated_seconds=spec["estimated_seconds"], run=_bind(run_task, spec),
+        ))
+    return Plan(name=plan.get("name", "plan"), strategy=plan.get("strategy"), pools=pools,
+                tasks=tuple(tasks))
+
+
+def _bind(run_task: TaskRunner, spec: dict[str, Any]) -> Callable[[TaskContext], Any]:
+    async def call(ctx: TaskContext) -> Any:
+        out = run_task(spec, ctx)
+        if inspect.isawaitable(out):
+            out = await out
+        return out
+
+    return call
+
+
+class _Snapshotting(Agent):
+    """Wraps an agent: keeps each file a task wrote as the task left it.
+
+    The aggregator needs every writer's version of a file to resolve a same-file conflict,
+    and in one shared workspace the last writer's version is all that survives.
+    """
+
+    def __init__(self, inner: Agent, snapshots: dict[str, dict[str, str]]) -> None:
+        self.inner = inner
+        self.snapshots = snapshots
+
+    async def run(self, task: Any, ctx: TaskContext) -> Any:
+        out = await self.inner.run(task, ctx)
+        if isinstance(out, TaskOutput) and out.files and ctx.workspace is not None:
+            root = Path(ctx.workspace)
+            seen: dict[str, str] = {}
+            for name in out.files:
+                path = Path(name) if Path(name).is_absolute() else root / name
+                try:
+                    rel = path.resolve().relative_to(root.resolve()).as_posix()
+                    seen[rel] = path.read_text(encoding="utf-8")
+                except (OSError, ValueError, UnicodeDecodeError):
+                    continue
+            self.snapshots[task.id] = seen
+        return out
+
+
+@dataclass(slots=True)
+class CoordinatorResult:
+    """Everything a coordinated run produced."""
+
+    decomposition: Decomposition
+    run: RunResult
+    aggregation: Aggregation
+    final_response: str
+    workspace: Path
+
+    @property
+    def conflicts(self) -> list[Conflict]:
+        return self.aggregation.conflicts
+
+    def to_dict(self) -> dict[str, Any]:
+        """The run summary (RunResult.to_dict) plus the coordinator's fields."""
+        out = self.run.to_dict()
+        out.update({
+            "final_response": self.final_response,
+            "conflicts": [c.to_dict() for c in self.aggregation.conflicts],
+            "plan": self.decomposition.plan,
+            "workspace": str(self.workspace),
+            "files": self.aggregation.files,
+            "repairs": [r.to_dict() for r in self.decomposition.repairs],
+            "decision": {"mode": self.decomposition.decision,
+                         "reason": self.decomposition.reason,
+                         "source": self.decomposition.source,
+                         "template": self.decomposition.template,
+                         "strategy": self.decomposition.strategy},
+            "distribution": self.decomposition.distribution,
+            "security_requirements": self.aggregation.security_requirements,
+        })
+        return out
+
+
+class Coordinator:
+    """Turns requests into plans, runs them in parallel and answers with one response.
+
+    **Parameters:**
+
+    * **provider** - the planner's LLM (any `Provider`). None: the keyword analysis plans.
+    * **planner_model** - the model name sent in planning requests.
+    * **model** - `PROVIDER:MODEL` set on every planned task (None: the roles' default).
+    * **workspace** - the run's workspace directory (default `.parallel_agents/runs/RUN_ID`).
+    * **run_task** - run each task with this function instead of the LLM agent kind.
+    * **agents**, **max_workers**, **on_event**, **executor_options** - passed to `Executor`.
+    * **stream** - dispatch tasks as the planner emits them (needs a provider).
+    * **summarize** - add an LLM summary paragraph to the final response.
+    * **task_defaults** - fields every planned task gets unless it sets them, e.g.
+      `{"max_iterations": 4}` for a small local model.
+    * **answers_dir** - LLM tasks also save their final answer as `ANSWERS_DIR/TASK.md` in
+      the workspace (the task's `output_file`); None to turn that off.
+    """
+
+    def __init__(
+        self,
+        provider: Provider | None = None,
+        *,
+        planner_model: str = "",
+        model: str | None = None,
+        workspace: str | Path | None = None,
+        pools: dict[str, dict[str, Any]] | None = None,
+        run_task: TaskRunner | None = None,
+        agents: Mapping[str, Agent] | None = None,
+        max_workers: int | None = None,
+        on_event: Callable[[Event], None] | None = None,
+        executor_options: Mapping[str, Any] | None = None,
+        stream: bool = False,
+        summarize: bool = False,
+        task_defaults: Mapping[str, Any] | None = None,
+        answers_dir: str | None = "answers",
+    ) -> None:
+        self.provider = provider
+        self.planner_model = planner_model
+        self.model = model
+        self.workspace = Path(workspace) if workspace is not None else None
+        self.pools = dict(pools or DEFAULT_POOLS)
+        self.run_task = run_task
+        self.agents = dict(agents or {})
+        self.max_workers = max_workers
+        self.on_event = on_event
+        self.executor_options = dict(executor_options or {})
+        self.stream = stream
+        self.summarize = summarize
+        self.task_defaults = dict(task_defaults or {})
+        self.answers_dir = answers_dir
+
+    async def plan(self, request: str, template: str | None = None) -> Decomposition:
+        """Decompose `request` (nothing runs)."""
+        decomposition = await decompose(request, self.provider, template=template,
+                                        model=self.model, planner_model=self.planner_model,
+                                        pools=self.pools)
+        for spec in decomposition.tasks:
+            self._defaults(spec)
+        return decomposition
+
+    def _defaults(self, spec: dict[str, Any]) -> None:
+        for key, value in self.task_defaults.items():
+            spec.setdefault(key, value)
+        if self.answers_dir and self.run_task is None:
+            # Each agent's answer is also a file of the workspace: a deliverable even when a
+            # small model never calls write_file, and what the aggregator reads for findings.
+            spec.setdefault("output_file", f"{self.answers_dir}/{spec['id']}.md")
+
+    async def run(self, request: str, template: str | None = None) -> CoordinatorResult:
+        """Plan, run, aggregate and synthesize. Never raises for a failed task."""
+        if self.stream and template is None and self.provider is not None:
+            return await self._run_streaming(request)
+        decomposition = await self.plan(request, template)
+        return await self.execute(decomposition)
+
+    def _executor(self, run_id: str) -> tuple[Executor, Path, dict[str, dict[str, str]]]:
+        workspace = self.workspace or Path(".parallel_agents") / "runs" / run_id
+        workspace.mkdir(parents=True, exist_ok=True)
+        executor = Executor(agents=self.agents, max_workers=self.max_workers,
+                            on_event=self.on_event, workspace=workspace,
+                            **self.executor_options)
+        snapshots: dict[str, dict[str, str]] = {}
+        for kind, agent in list(executor.agents.items()):
+            executor.agents[kind] = _Snapshotting(agent, snapshots)
+        return executor, workspace, snapshots
+
+    async def execute(self, decomposition: Decomposition) -> CoordinatorResult:
+        """Run a decomposition (e.g. one shown with --show-plan and then approved)."""
+        plan = to_plan(decomposition.plan, self.run_task)
+        run_id = new_run_id()
+        executor, workspace, snapshots = self._executor(run_id)
+        result = await executor.execute(plan, run_id=run_id)
+        return await self._finish(decomposition, result, workspace, snapshots)
+
+    async def _finish(self, decomposition: Decomposition, result: RunResult, workspace: Path,
+                      snapshots: dict[str, dict[str, str]]) -> CoordinatorResult:
+        aggregation = aggregate(decomposition.tasks, result, workspace, snapshots)
+        summary = None
+        if self.summarize and self.provider is not None and aggregation.outputs:
+            summary = await llm_summary(self.provider, decomposition, aggregation,
+                                        self.planner_model)
+        text = synthesize(decomposition, result, aggregation, summary)
+        (workspace / "FINAL_RESPONSE.md").write_text(text, encoding="utf-8")
+        return CoordinatorResult(decomposition, result, aggregation, text, workspace)
+
+    # -- streaming planning --------------------------------------------------------------
+    async def _run_streaming(self, request: str) -> CoordinatorResult:
+        request = (request or "").strip()
+        if not request:
+            raise UsageError("the request is empty: say what you want built or done")
+        decomposition = Decomposition(
+            request=request, plan=_plan_dict(_plan_name(request), [], self.pools),
+            decision="parallel", reason="streamed: tasks started as the planner emitted them",
+            source="llm")
+        decomposition.plan["pools"] = {p: dict(c) for p, c in self.pools.items()}
+        run_id = new_run_id()
+        executor, workspace, snapshots = self._executor(run_id)
+        base = to_plan(decomposition.plan, self.run_task)
+        updates = self._plan_updates(request, decomposition)
+        result = await executor.execute_stream(base, updates, run_id=run_id)
+        tasks = decomposition.tasks
+        used = {t["pool"] for t in tasks}
+        decomposition.plan["pools"] = {p: c for p, c in self.pools.items() if p in used}
+        mode, why, makespan, serial = decide(tasks, self.pools)
+        decomposition.predicted_makespan, decomposition.predicted_serial = makespan, serial
+        decomposition.reason = (f"streamed: {len(tasks)} task(s) started as the planner "
+                                f"emitted them (afterwards the coordinator would have chosen "
+                                f"{mode}: {why})")
+        return await self._finish(decomposition, result, workspace, snapshots)
+
+    async def _plan_updates(self, request: str,
+                            decomposition: Decomposition) -> AsyncIterator[Plan]:
+        """Yield the growing plan: each task once it and all its dependencies are known.
+
+        A dependency on a task the planner has not emitted yet holds the task back; at the
+        end of the answer, leftover holds are repaired like a whole plan (unknown
+        dependencies dropped, cycles broken) and released.
+        """
+        fixer = TaskRepairer(request, self.pools, self.model)
+        released: list[dict[str, Any]] = []
+        held: list[dict[str, Any]] = []
+        sink: list[str] = []
+
+        def plan_now() -> Plan:
+            decomposition.plan["tasks"] = released
+            return to_plan(decomposition.plan, self.run_task)
+
+        def release_ready() -> bool:
+            progressed = False
+            again = True
+            while again:
+                again = False
+                for spec in list(held):
+                    known = [t["id"] for t in released]
+                    if not fixer.clean_deps(spec, known, final=False):
+                        held.remove(spec)
+                        released.append(spec)
+                        progressed = again = True
+            return progressed
+
+        try:
+            async for raw in stream_raw_tasks(
+                    self.provider, planning_request(request, self.planner_model),  # type: ignore[arg-type]
+                    sink):
+                spec = fixer.repair(raw)
+                if spec is None:
+                    continue
+                self._defaults(spec)
+                held.append(spec)
+                if release_ready():
+                    yield plan_now()
+        except Exception as exc:  # noqa: BLE001 - a failed planner falls back, never crashes
+            fixer.repairs.append(Repair("fallback", f"the planner stream failed ({exc})"))
+        if held:
+            ids = [t["id"] for t in released] + [t["id"] for t in held]
+            for spec in held:
+                fixer.clean_deps(spec, ids, final=True)
+            break_cycles(released + held, fixer.repairs)
+            release_ready()
+            released.extend(held)  # anything left depends only on released or held tasks
+            held.clear()
+            yield plan_now()
+        if not released:
+            tasks, strategy = keyword_tasks(request)
+            fixer.repairs.append(Repair("fallback", "the planner emitted no usable task: used "
+                                        f"the keyword plan ({strategy})"))
+            for t in tasks:
+                if self.model:
+                    t["model"] = self.model
+                self._defaults(t)
+                fixer.distribution[t["id"]] = distribute(
+                    t["description"], t["agent"], self.pools).to_dict()
+            released.extend(tasks)
+            decomposition.source, decomposition.strategy = "keywords", strategy
+            yield plan_now()
+        decomposition.repairs = fixer.repairs
+        decomposition.distribution = fixer.distribution
+        decomposition.llm_text = "".join(sink) or None
+

@@ -1,0 +1,71 @@
+"""`parallel-agents run "REQUEST"`: through the CLI, as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from parallel_agents.coordinator import TEMPLATES
+
+RESTAURANT = "Build a restaurant website with booking"
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PARALLEL_AGENTS_PLANNER": "keywords"}
+    return subprocess.run([sys.executable, "-m", "parallel_agents", "run", *args],
+                          capture_output=True, text=True, cwd=cwd, env=env, timeout=120)
+
+
+def test_show_plan_prints_plan_and_timeline_and_runs_nothing(tmp_path):
+    p = cli(RESTAURANT, "--show-plan", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    for word in ("frontend", "backend", "database_schema", "security_audit", "timeline",
+                 "predicted: 150s"):
+        assert word in p.stdout
+    assert not (tmp_path / ".parallel_agents").exists()
+
+
+def test_show_plan_json(tmp_path):
+    p = cli(RESTAURANT, "--show-plan", "--json", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    data = json.loads(p.stdout)
+    tasks = data["plan"]["tasks"]
+    assert len(tasks) >= 3 and len({t["pool"] for t in tasks}) >= 2
+    assert data["decision"] == "parallel"
+    spans = {s["task"]: (s["start"], s["end"]) for s in data["timeline"]}
+    assert spans["security_audit"][0] == spans["backend"][1]  # starts when backend ends
+    assert data["predicted_makespan_seconds"] < data["predicted_serial_seconds"]
+
+
+def test_template_full_stack_plan_matches_the_template(tmp_path):
+    p = cli(RESTAURANT, "--template", "full_stack", "--show-plan", "--json", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    data = json.loads(p.stdout)
+    expected = TEMPLATES["full_stack"](RESTAURANT)
+    # the template's tasks exactly; the coordinator adds the prompt and the answer file
+    got = [{k: v for k, v in t.items() if k not in ("prompt", "output_file")}
+           for t in data["plan"]["tasks"]]
+    assert got == expected
+    assert all(t["output_file"] == f"answers/{t['id']}.md" for t in data["plan"]["tasks"])
+    assert data["template"] == "full_stack" and data["repairs"] == []
+
+
+def test_small_request_is_serial(tmp_path):
+    p = cli("Write a haiku about the sea", "--show-plan", "--json", cwd=tmp_path)
+    data = json.loads(p.stdout)
+    assert data["decision"] == "serial" and len(data["plan"]["tasks"]) == 1
+    assert "only 1 part" in data["reason"]
+
+
+def test_bad_template_and_missing_plan_file_are_clear_errors(tmp_path):
+    p = cli(RESTAURANT, "--template", "fullstack", cwd=tmp_path)
+    assert p.returncode == 2
+    assert "unknown template 'fullstack'" in p.stderr and "Traceback" not in p.stderr
+    p = cli("plan.yaml", cwd=tmp_path)  # a plan file name, not a request
+    assert p.returncode == 2 and "no such plan file" in p.stderr
+    (tmp_path / "p.yaml").write_text('tasks: [{id: a, command: ["true"]}]\n')
+    p = cli("p.yaml", "--show-plan", cwd=tmp_path)
+    assert p.returncode == 2 and "--show-plan" in p.stderr
