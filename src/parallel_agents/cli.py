@@ -130,7 +130,7 @@ def _exit_code(result: RunResult) -> int:
     return EXIT_FAILED
 
 
-async def _execute(executor: Executor, plan: Plan) -> RunResult:
+async def _execute(executor: Executor, plan: Plan | None, resume_id: str | None = None) -> RunResult:
     loop = asyncio.get_running_loop()
     presses = 0
 
@@ -150,6 +150,9 @@ async def _execute(executor: Executor, plan: Plan) -> RunResult:
         except (NotImplementedError, RuntimeError):  # pragma: no cover - not on Unix
             pass
     try:
+        if resume_id is not None:
+            return await executor.resume(resume_id)
+        assert plan is not None
         return await executor.execute(plan)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -173,14 +176,27 @@ def run_command(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
     seed: Annotated[Optional[int], typer.Option(
         "--seed", help="Seed the retry jitter (reproducible runs).")] = None,
+    store_path: Annotated[Optional[str], typer.Option(
+        "--store", help="Run store file (default: $PARALLEL_AGENTS_STORE or "
+                        ".parallel_agents/runs.db).")] = None,
+    no_store: Annotated[bool, typer.Option(
+        "--no-store", help="Keep the run in memory only (no resume, cache or workspace).")] = False,
+    cache: Annotated[bool, typer.Option(
+        "--cache", help="Reuse stored outputs of identical tasks (as if every task had cache: true).")] = False,
+    rollback: Annotated[bool, typer.Option(
+        "--rollback-on-failure", help="If the run fails, restore its workspace to the last checkpoint.")] = False,
 ) -> None:
     """Run a plan: each task starts as soon as its dependencies succeed and its pool has room."""
     if strategy is not None and strategy not in STRATEGIES:
         _fail_usage(f"unknown strategy {strategy!r}: use one of {', '.join(STRATEGIES)}")
     plan = _load_plan(plan_file)
+    if no_store and (cache or rollback or store_path):
+        _fail_usage("--no-store cannot be combined with --store, --cache or --rollback-on-failure")
+    store = None if no_store else cli_store.open_store(store_path)
     try:
         executor = Executor(strategy=strategy, max_workers=max_workers,  # type: ignore[arg-type]
-                            fail_fast=fail_fast, seed=seed)
+                            fail_fast=fail_fast, seed=seed, store=store, cache=cache,
+                            rollback_on_failure=rollback)
     except UsageError as exc:
         _fail_usage(str(exc))
     if not quiet:
@@ -189,6 +205,14 @@ def run_command(
         result = asyncio.run(_execute(executor, plan))
     except ParallelAgentsError as exc:
         _fail_usage(str(exc))
+    finally:
+        if store is not None:
+            store.close()
+    _finish(result, as_json=as_json, quiet=quiet)
+
+
+def _finish(result: RunResult, *, as_json: bool, quiet: bool) -> None:
+    """Print the --json summary and/or the table, and exit with the run's code."""
     if as_json:
         sys.stdout.write(json.dumps(result.to_dict(), default=_json_default) + "\n")
         sys.stdout.flush()
@@ -203,6 +227,11 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     return repr(value)
+
+
+from . import cli_store  # noqa: E402 - registers resume/status/list on `app`
+
+cli_store.register(app)
 
 
 def main() -> None:

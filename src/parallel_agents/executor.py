@@ -43,6 +43,7 @@ from .agents.function import FunctionAgent
 from .events import Event, EventBus, EventKind
 from .plan import STRATEGIES, Plan, Strategy
 from .results import AttemptRecord, RunResult, TaskResult
+from .store import DurableRun, RunOptions, RunStore, StoredRun, plan_from_store
 
 __all__ = ["Executor", "run", "new_run_id"]
 
@@ -91,6 +92,11 @@ class Executor:
       the rest. By default independent work continues (graceful degradation).
     * **agents** - extra or replacement agents by task kind (`"command"`, `"function"`, ...).
     * **seed** - seeds the retry jitter, for reproducible runs.
+    * **store** - a `RunStore` (or its path): the run is recorded durably and can be resumed
+      with `resume(run_id)`; a task counts as succeeded only once its output is committed.
+    * **cache** - with a store, reuse stored outputs for every task (not only `cache: true`).
+    * **rollback_on_failure** - with a store, restore the run's workspace to its last
+      checkpoint when the run does not succeed.
     """
 
     def __init__(
@@ -103,6 +109,9 @@ class Executor:
         on_event: Callable[[Event], None] | None = None,
         workspace: str | Path | None = None,
         seed: int | None = None,
+        store: RunStore | str | Path | None = None,
+        cache: bool = False,
+        rollback_on_failure: bool = False,
     ) -> None:
         if max_workers is not None and max_workers < 1:
             raise UsageError(f"max_workers must be at least 1, got {max_workers}")
@@ -117,6 +126,12 @@ class Executor:
         self.seed = seed
         self._subscribers: list[Callable[[Event], None]] = [on_event] if on_event else []
         self._active: set[_Run] = set()
+        # -- durability (store/) --
+        self.store = store if isinstance(store, RunStore) or store is None else RunStore(store)
+        if (cache or rollback_on_failure) and self.store is None:
+            raise UsageError("cache and rollback_on_failure need a store: pass store=PATH")
+        self.cache = cache
+        self.rollback_on_failure = rollback_on_failure
 
     def subscribe(self, fn: Callable[[Event], None]) -> Callable[[], None]:
         """Call `fn(event)` for every event of every run this executor starts from now on."""
@@ -139,6 +154,32 @@ class Executor:
         finally:
             self._active.discard(run)
 
+    async def resume(self, run_id: str, *, plan: Plan | None = None) -> RunResult:
+        """Finish a stored run that was interrupted: succeeded tasks are never run again.
+
+        Attempts that were running when the process died are recorded as `interrupted`; they
+        count against `max_retries`. Plans with Python function tasks cannot be reloaded from
+        the store: pass the same `plan` again. Raises `RunLockedError` if another live
+        process owns the run.
+        """
+        if self.store is None:
+            raise UsageError("resume needs a store: Executor(store=PATH).resume(run_id)")
+        self.store.acquire(run_id)  # before reading: nobody else may change the run now
+        try:
+            saved = self.store.load_run(run_id)
+            plan = plan_from_store(saved, plan)
+            options = RunOptions.from_dict(saved.options)
+            _check_strategy(plan, options.strategy)
+            run = _Run(self, plan, options.strategy, run_id, resumed=saved, options=options)
+        except BaseException:
+            self.store.release(run_id)
+            raise
+        self._active.add(run)
+        try:
+            return await run.go()
+        finally:
+            self._active.discard(run)
+
     def cancel(self, reason: str = "cancelled by user") -> None:
         """Stop every active run: running tasks are cancelled, queued ones never start."""
         for run in list(self._active):
@@ -153,20 +194,40 @@ def run(plan: Plan, **options: Any) -> RunResult:
 class _Run:
     """One execution of one plan."""
 
-    def __init__(self, executor: Executor, plan: Plan, strategy: str, run_id: str) -> None:
+    def __init__(self, executor: Executor, plan: Plan, strategy: str, run_id: str, *,
+                 resumed: StoredRun | None = None, options: RunOptions | None = None) -> None:
         self.executor = executor
         self.plan = plan
         self.strategy = strategy
         self.run_id = run_id
         self.bus = EventBus(list(executor._subscribers))
-        rng = random.Random(executor.seed) if executor.seed is not None else random.Random()
-        self.scheduler = Scheduler(
-            plan, strategy=strategy,  # type: ignore[arg-type]
-            max_workers=executor.max_workers, fail_fast=executor.fail_fast, rng=rng,
-        )
+        # -- durability (store/): a resumed run keeps the options it was started with --
+        self.options = options or RunOptions(
+            strategy, executor.max_workers, executor.fail_fast, executor.cache,
+            executor.rollback_on_failure, executor.seed)
+        self.resumed = resumed
+        self.durable: DurableRun | None = None
+        self.workspace = executor.workspace
         self.results: dict[str, TaskResult] = {
             t.id: TaskResult(id=t.id, pool=t.pool) for t in plan.tasks
         }
+        succeeded: set[str] = set()
+        prior: dict[str, int] = {}
+        if executor.store is not None:
+            self.durable = DurableRun(executor.store, run_id, plan, self.options,
+                                      workspace=executor.workspace, resumed=resumed)
+            self.workspace = self.durable.workspace_path
+            self.bus.subscribers.insert(0, self.durable.on_event)
+            if resumed is not None:
+                self.bus.seq = resumed.last_seq
+                succeeded, prior = self.durable.restore(self.results, time.time())
+        seed = self.options.seed
+        rng = random.Random(seed) if seed is not None else random.Random()
+        self.scheduler = Scheduler(
+            plan, strategy=strategy,  # type: ignore[arg-type]
+            max_workers=self.options.max_workers, fail_fast=self.options.fail_fast, rng=rng,
+            already_succeeded=succeeded, prior_attempts=prior,
+        )
         self.inflight: dict[str, asyncio.Task[None]] = {}
         self.timers: dict[str, asyncio.TimerHandle] = {}
         self.cancelling: set[str] = set()
@@ -189,8 +250,17 @@ class _Run:
     # -- the loop ------------------------------------------------------------------------
     async def go(self) -> RunResult:
         started = self.now()
+        if self.durable is not None:
+            self.durable.begin()  # records the run (or checks the lease) before anything runs
         self.emit("run_started", data={"plan": self.plan.name, "tasks": len(self.plan.tasks),
-                                       "strategy": self.strategy})
+                                       "strategy": self.strategy,
+                                       **({"resumed": True} if self.resumed else {})})
+        if self.durable is not None and self.resumed is not None:
+            started = self.resumed.created_at
+            for task_id in self.durable.missing_success_events():
+                # Committed just before the crash, acknowledged never: complete the stream.
+                self.emit("task_succeeded", task_id, attempt=self.results[task_id].attempts,
+                          data={"recovered": True})
         self.pump()
         try:
             await asyncio.shield(self.done)
@@ -201,7 +271,11 @@ class _Run:
                 await asyncio.wait([self.done], timeout=30)
             raise
         finished = self.now()
-        return self._result(started, finished, self.done.result())
+        result = self._result(started, finished, self.done.result())
+        if self.durable is not None:
+            result.workspace = str(self.workspace)
+            result.rollback = await self.durable.finish(result.status, result.to_dict())
+        return result
 
     def cancel(self, reason: str) -> None:
         if self.done.done() or self.cancel_reason is not None:
@@ -248,6 +322,8 @@ class _Run:
         result.status = "running"
         record = AttemptRecord(attempt=attempt, started_at=self.now())
         result.history.append(record)
+        if self.durable is not None:
+            self.durable.attempt_started(task_id, record)
         self.emit("task_started", task_id, attempt=attempt)
         self.inflight[task_id] = self.loop.create_task(self._attempt(task_id, record))
 
@@ -287,17 +363,22 @@ class _Run:
         ctx = TaskContext(
             task=task, run_id=self.run_id, attempt=record.attempt,
             inputs={d: self.results[d].output for d in task.depends_on},
-            workspace=self.executor.workspace,
+            workspace=self.workspace,
             _report=lambda msg, frac: self.emit(
                 "task_progress", task_id, attempt=record.attempt, message=msg,
                 data=None if frac is None else {"fraction": frac}),
         )
         agent = self.executor.agents.get(task.kind)
         event: TaskSucceeded | TaskFailed | TaskCancelled
+        key, hit, attempt_cost = None, None, 0.0
         try:
             if agent is None:
                 raise TaskError(f"no agent for tasks of kind {task.kind!r}", retryable=False)
-            if timeout is None:
+            if self.durable is not None and self.durable.caches(task):
+                key, hit, _ = self.durable.cache_lookup(task, ctx.inputs)
+            if hit is not None:
+                output = hit
+            elif timeout is None:
                 output = await agent.run(task, ctx)
             else:
                 try:
@@ -339,7 +420,9 @@ class _Run:
         else:
             record.finished_at = self.now()
             record.outcome = "succeeded"
+            result.cached = hit is not None
             if isinstance(output, TaskOutput):
+                attempt_cost = output.cost_usd
                 result.usage = output.usage
                 result.cost_usd += output.cost_usd
                 result.files = output.files
@@ -348,17 +431,48 @@ class _Run:
             result.status = "succeeded"
             result.error = None
             event = TaskSucceeded(task_id)
+        if self.durable is not None:
+            event = await self._record_attempt(task_id, record, result, event, key, attempt_cost)
         self.inflight.pop(task_id, None)
         self.cancelling.discard(task_id)
         if isinstance(event, TaskSucceeded):
             self.emit("task_succeeded", task_id, attempt=record.attempt,
-                      data={"duration": round(record.duration, 6)})
+                      data={"duration": round(record.duration, 6),
+                            **({"cached": True} if result.cached else {})})
         elif isinstance(event, TaskCancelled):
             result.status = "cancelled"
             result.error = record.error
             self.emit("task_cancelled", task_id, attempt=record.attempt, message=record.error)
         self.scheduler.send(event)
         self._pump_soon()
+
+    # -- durability (store/) -------------------------------------------------------------
+    async def _record_attempt(
+        self, task_id: str, record: AttemptRecord, result: TaskResult,
+        event: TaskSucceeded | TaskFailed | TaskCancelled, key: str | None, cost: float,
+    ) -> TaskSucceeded | TaskFailed | TaskCancelled:
+        """Store the attempt; a success is acknowledged only once its output is committed."""
+        assert self.durable is not None
+        if not isinstance(event, TaskSucceeded):
+            self.durable.attempt_finished(task_id, record)
+            return event
+        commit = asyncio.ensure_future(self.durable.commit_success(
+            task_id, record, result, key, result.cached, cost))
+        while not commit.done():
+            try:
+                await asyncio.shield(commit)
+            except asyncio.CancelledError:
+                # The work is done and being committed: finish that rather than lose it.
+                current = asyncio.current_task()
+                if current is not None:
+                    current.uncancel()
+        if commit.exception() is None:
+            return event
+        record.outcome = "failed"
+        record.error = f"the output could not be committed: {commit.exception()}"
+        result.status, result.output, result.cached = "running", None, False
+        self.durable.attempt_finished(task_id, record)
+        return TaskFailed(task_id, record.error)
 
     # -- the result ----------------------------------------------------------------------
     def _result(self, started: float, finished: float, status: str) -> RunResult:

@@ -90,6 +90,8 @@ class Task(BaseModel):
     command: tuple[str, ...] | None = None
     env: dict[str, str] = Field(default_factory=dict)
     stage: str | None = None
+    #: reuse the stored output of an identical earlier task (same definition and inputs)
+    cache: bool = False
     run: Callable[..., Any] | None = Field(default=None, exclude=True, repr=False)
 
     @field_validator("id")
