@@ -456,20 +456,26 @@ class _Run:
         if not isinstance(event, TaskSucceeded):
             self.durable.attempt_finished(task_id, record)
             return event
-        commit = asyncio.ensure_future(self.durable.commit_success(
-            task_id, record, result, key, result.cached, cost))
-        while not commit.done():
+        commit = self.durable.commit_success(task_id, record, result, key, result.cached, cost)
+        error: BaseException | None = None
+        while True:
             try:
-                await asyncio.shield(commit)
+                await commit
+                break
             except asyncio.CancelledError:
-                # The work is done and being committed: finish that rather than lose it.
+                # The work is done and its commit is queued: finish that rather than lose it.
                 current = asyncio.current_task()
                 if current is not None:
                     current.uncancel()
-        if commit.exception() is None:
+                if commit.cancelled():
+                    commit = self.durable.store.commit("noop", ())  # after everything queued
+            except Exception as exc:  # noqa: BLE001 - the store failed: the attempt did too
+                error = exc
+                break
+        if error is None:
             return event
         record.outcome = "failed"
-        record.error = f"the output could not be committed: {commit.exception()}"
+        record.error = f"the output could not be committed: {error}"
         result.status, result.output, result.cached = "running", None, False
         self.durable.attempt_finished(task_id, record)
         return TaskFailed(task_id, record.error)

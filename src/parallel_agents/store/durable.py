@@ -84,6 +84,12 @@ class DurableRun:
             root = Path(resumed.workspace)
         self.workspace_path = root
         self.workspace: Workspace | None = None
+        # Pipeline stages: tasks not yet ended per stage, for the between-stages checkpoints.
+        self._stage_left: dict[str, int] = {}
+        if options.strategy == "pipeline":
+            for t in plan.tasks:
+                if t.stage is not None:
+                    self._stage_left[t.stage] = self._stage_left.get(t.stage, 0) + 1
 
     # -- lifecycle -----------------------------------------------------------------------
     def begin(self) -> None:
@@ -151,7 +157,18 @@ class DurableRun:
                     record.finished_at = record.finished_at or now
                     self.attempt_finished(tid, record)
         prior = {tid: len(results[tid].history) for tid in saved.attempts if tid in results}
-        return set(saved.outputs) & set(results), prior
+        done = set(saved.outputs) & set(results)
+        for tid in done:
+            self._ended(tid)
+        return done, prior
+
+    def _ended(self, task_id: str) -> str | None:
+        """Count a task as ended; return "stage:NAME" if that closes its pipeline stage."""
+        stage = self.plan.task(task_id).stage
+        if stage is None or stage not in self._stage_left:
+            return None
+        self._stage_left[stage] -= 1
+        return f"stage:{stage}" if self._stage_left[stage] == 0 else None
 
     def missing_success_events(self) -> list[str]:
         """Tasks committed as succeeded whose `task_succeeded` event the crash lost."""
@@ -177,13 +194,17 @@ class DurableRun:
     # -- events and attempts -------------------------------------------------------------
     def on_event(self, event: Any) -> None:
         self.store.submit("event", event)
-        if self.workspace is not None:
-            self.workspace.on_event(event)
         kind = event.kind
+        if self.workspace is not None and kind not in ("task_queued", "task_progress"):
+            self.workspace.on_event(event)
         if kind in ("task_failed", "task_skipped", "task_cancelled"):
             status = kind[len("task_"):]
             self.store.submit("task_status", (status, event.message, 0, event.time,
                                               self.run_id, event.task_id))
+            stage = self._ended(event.task_id)
+            if stage is not None and self.workspace is not None:
+                # Rare (once per stage) and must precede the next stage's tasks: take it now.
+                self.workspace.checkpoint_now([stage])
 
     def attempt_started(self, task_id: str, record: AttemptRecord) -> None:
         self.store.submit("attempt_start", (self.run_id, task_id, record.attempt,
@@ -210,11 +231,14 @@ class DurableRun:
         return key, TaskOutput(output=hit["output"], usage=hit["usage"], cost_usd=0.0,
                                files=hit["files"]), float(hit["seconds"])
 
-    async def commit_success(self, task_id: str, record: AttemptRecord, result: TaskResult,
-                             key: str | None, cached: bool, original_cost: float) -> None:
-        """Commit the output (and the cache entry) and wait for it to be on disk."""
+    def commit_success(self, task_id: str, record: AttemptRecord, result: TaskResult,
+                       key: str | None, cached: bool, original_cost: float) -> asyncio.Future[None]:
+        """Queue the output, the cache entry and the checkpoint after the task, as one unit.
+
+        The returned future resolves once all of it is committed: only then may the executor
+        acknowledge the success (and the task's dependents start).
+        """
         now = time.time()
-        # One queue item, so the writer commits all of it in one transaction or none of it.
         rows: dict[str, tuple] = {
             "attempt_end": (self.run_id, task_id, record.attempt, record.started_at,
                             record.finished_at, "succeeded", None),
@@ -225,6 +249,11 @@ class DurableRun:
         if key is not None and not cached:
             rows["cache_put"] = (key, self.run_id, task_id, result.output, result.usage,
                                  original_cost, result.files, record.duration, now)
-        await self.store.commit("success", rows)  # type: ignore[arg-type]
-
-
+        if self.workspace is not None:
+            labels = [f"after:{task_id}"]
+            stage = self._ended(task_id)
+            if stage is not None:
+                labels.append(stage)
+            rows["checkpoint"] = (self.workspace, labels)
+        # One queue item, so the writer commits all of it in one transaction or none of it.
+        return self.store.commit("success", rows)  # type: ignore[arg-type]

@@ -86,12 +86,14 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (run_id, task_id, attempt)
     ) WITHOUT ROWID;
     CREATE TABLE events (
-        run_id  TEXT NOT NULL,
-        seq     INTEGER NOT NULL,
-        kind    TEXT NOT NULL,
-        task_id TEXT,
-        time    REAL NOT NULL,
-        json    TEXT NOT NULL,
+        run_id    TEXT NOT NULL,
+        seq       INTEGER NOT NULL,
+        kind      TEXT NOT NULL,
+        task_id   TEXT,
+        attempt   INTEGER,
+        time      REAL NOT NULL,
+        message   TEXT,
+        data_json TEXT,
         PRIMARY KEY (run_id, seq)
     ) WITHOUT ROWID;
     CREATE TABLE outputs (
@@ -127,8 +129,8 @@ SCHEMA_VERSION = len(MIGRATIONS)
 # The writer applies a batch table by table in this order, so an attempt's start is always
 # inserted before its end replaces it, and a run row exists before its tasks point at it.
 _SQL: dict[str, str] = {
-    "event": "INSERT OR IGNORE INTO events (run_id, seq, kind, task_id, time, json) "
-             "VALUES (?, ?, ?, ?, ?, ?)",
+    "event": "INSERT OR IGNORE INTO events (run_id, seq, kind, task_id, attempt, time, message, "
+             "data_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
     "attempt_start": "INSERT OR IGNORE INTO attempts (run_id, task_id, attempt, started_at, "
                      "outcome) VALUES (?, ?, ?, ?, 'running')",
     "attempt_end": "INSERT OR REPLACE INTO attempts (run_id, task_id, attempt, started_at, "
@@ -220,11 +222,12 @@ class StoredRun:
 
 
 class _Batch:
-    __slots__ = ("rows", "futures")
+    __slots__ = ("rows", "futures", "hooks")
 
     def __init__(self) -> None:
         self.rows: dict[str, list[tuple]] = {}
         self.futures: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self.hooks: dict[Any, list[str]] = {}
 
 
 class RunStore:
@@ -426,7 +429,11 @@ class RunStore:
                 else:
                     if item[0] == "success":
                         for kind, row in item[1].items():
-                            batch.rows.setdefault(kind, []).append(row)
+                            if kind == "checkpoint":
+                                target, labels = row
+                                batch.hooks.setdefault(target, []).extend(labels)
+                            else:
+                                batch.rows.setdefault(kind, []).append(row)
                     else:
                         batch.rows.setdefault(item[0], []).append(item[1])
                     if len(item) == 4:
@@ -452,6 +459,10 @@ class RunStore:
         conn.close()
 
     def _apply(self, conn: sqlite3.Connection, batch: _Batch) -> BaseException | None:
+        # Workspace checkpoints due with these successes ride in the same round trip: one
+        # walk of each workspace per batch, done before the commit acknowledges them.
+        for target, labels in batch.hooks.items():
+            target.checkpoint_now(labels)
         rows = batch.rows
         rows.pop("noop", None)
         if not rows:
@@ -628,8 +639,22 @@ class RunStore:
         return out
 
     def events(self, run_id: str) -> list[dict[str, Any]]:
-        return [json.loads(r[0]) for r in self._query(
-            "SELECT json FROM events WHERE run_id = ? ORDER BY seq", (run_id,))]
+        """The run's events in order, as `Event.to_dict()` gave them."""
+        out = []
+        for seq, kind, task_id, attempt, at, message, data in self._query(
+                "SELECT seq, kind, task_id, attempt, time, message, data_json FROM events "
+                "WHERE run_id = ? ORDER BY seq", (run_id,)):
+            event: dict[str, Any] = {"seq": seq, "kind": kind, "run_id": run_id, "time": at}
+            if task_id is not None:
+                event["task_id"] = task_id
+            if attempt is not None:
+                event["attempt"] = attempt
+            if message is not None:
+                event["message"] = message
+            if data is not None:
+                event["data"] = json.loads(data)
+            out.append(event)
+        return out
 
     def cache_get(self, key: str) -> dict[str, Any] | None:
         rows = self._query("SELECT run_id, task_id, output_json, usage_json, cost_usd, files_json,"
@@ -643,8 +668,9 @@ class RunStore:
 
 
 def _event_row(event: Any) -> tuple:
-    return (event.run_id, event.seq, event.kind, event.task_id, event.time,
-            _dumps(event.to_dict()))
+    data = event.data
+    return (event.run_id, event.seq, event.kind, event.task_id, event.attempt, event.time,
+            event.message, _dumps(data) if data else None)
 
 
 def _output_row(r: tuple) -> tuple:
