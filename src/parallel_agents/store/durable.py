@@ -242,7 +242,8 @@ class DurableRun:
         rows: dict[str, tuple] = {
             "attempt_end": (self.run_id, task_id, record.attempt, record.started_at,
                             record.finished_at, "succeeded", None),
-            "task_status": ("succeeded", None, int(cached), now, self.run_id, task_id),
+            # No `tasks` status row for a success: the output row is the proof of success
+            # (one statement less per task; readers derive "succeeded" from `outputs`).
             "output": (self.run_id, task_id, record.attempt, result.output, result.usage,
                        result.cost_usd, result.files, key, cached, now),
         }

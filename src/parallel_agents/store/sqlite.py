@@ -452,8 +452,8 @@ class RunStore:
                     batch.rows.setdefault("heartbeat", []).append((now, run_id, pid))
                 last_beat = time.monotonic()
             error = self._apply(conn, batch)
-            for loop, fut in batch.futures:
-                self._resolve(loop, fut, error)
+            if batch.futures:
+                self._resolve(batch.futures, error)
             for ev in syncs:
                 ev.set()
         conn.close()
@@ -467,6 +467,11 @@ class RunStore:
         rows.pop("noop", None)
         if not rows:
             return None
+        starts, ends = rows.get("attempt_start"), rows.get("attempt_end")
+        if starts and ends:
+            # An attempt that started and ended within one batch needs only its end row.
+            ended = {(r[0], r[1], r[2]) for r in ends}
+            rows["attempt_start"] = [r for r in starts if (r[0], r[1], r[2]) not in ended]
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -491,20 +496,27 @@ class RunStore:
         return None
 
     @staticmethod
-    def _resolve(loop: asyncio.AbstractEventLoop, fut: asyncio.Future[None],
+    def _resolve(futures: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]],
                  error: BaseException | None) -> None:
-        def settle() -> None:
-            if fut.done():
-                return
-            if error is None:
-                fut.set_result(None)
-            else:
-                fut.set_exception(StoreError(f"could not commit to the store: {error}"))
+        """Settle a batch's futures with one wake-up per event loop, not one per future."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+        for loop, fut in futures:
+            by_loop.setdefault(loop, []).append(fut)
 
-        try:
-            loop.call_soon_threadsafe(settle)
-        except RuntimeError:
-            pass  # the loop is closed: nobody is waiting any more
+        def settle(futs: list[asyncio.Future[None]]) -> None:
+            for fut in futs:
+                if fut.done():
+                    continue
+                if error is None:
+                    fut.set_result(None)
+                else:
+                    fut.set_exception(StoreError(f"could not commit to the store: {error}"))
+
+        for loop, futs in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(settle, futs)
+            except RuntimeError:
+                pass  # the loop is closed: nobody is waiting any more
 
     # -- runs and leases -----------------------------------------------------------------
     def create_run(self, run_id: str, *, plan_name: str, plan_json: dict[str, Any],
