@@ -156,7 +156,7 @@ def _interrupt_plan(tmp: Path) -> Path:
     slow = ("import os, time, pathlib; "
             "pathlib.Path('pids').mkdir(exist_ok=True); "
             "pathlib.Path('pids', str(os.getpid())).touch(); "
-            "time.sleep(20 if os.environ['PARALLEL_AGENTS_ATTEMPT'] == '1' else 0)")
+            "time.sleep(20 if os.environ['PARALLEL_AGENTS_ATTEMPT'] == '1' else 3)")
     plan = {"name": "interrupt", "tasks": [
         {"id": "retryable", "command": ["python", "-c", slow], "max_retries": 1,
          "retry_backoff_sec": 0},
@@ -212,7 +212,7 @@ def test_two_processes_resuming_the_same_run_one_wins(tmp_path: Path):
     env = {**os.environ, "PARALLEL_AGENTS_STORE": str(db)}
     try:
         run_id = _start_and_kill_when_running(tmp_path, env, db)
-        # The retry of "retryable" is quick; make the winner hold the run long enough.
+        # The retry of "retryable" takes 3 s: the winner holds the run while the other tries.
         first = cli("resume", run_id, "-q", cwd=tmp_path, env=env)
         second = cli("resume", run_id, "-q", cwd=tmp_path, env=env)
         out1, err1 = first.communicate(timeout=60)
