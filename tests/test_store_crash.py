@@ -198,9 +198,11 @@ def test_interrupted_attempts_are_counted_and_retried_if_retries_remain(tmp_path
         _kill_orphans(tmp_path)
     assert res.returncode == 1, res.stderr
     tasks = json.loads(res.stdout)["tasks"]
+    debug = (run_id, store_rows(db, "SELECT * FROM attempts"),
+             store_rows(db, "SELECT seq, kind, task_id, attempt FROM events"))
     retried = tasks["retryable"]
     assert retried["status"] == "succeeded"
-    assert [a["outcome"] for a in retried["history"]] == ["interrupted", "succeeded"]
+    assert [a["outcome"] for a in retried["history"]] == ["interrupted", "succeeded"], debug
     spent = tasks["no-retries"]
     assert spent["status"] == "failed"
     assert [a["outcome"] for a in spent["history"]] == ["interrupted"]

@@ -261,7 +261,11 @@ class Workspace:
             if digest is not None:
                 manifest[rel] = [digest, st.st_size, st.st_mtime_ns]
         if manifest == self._last and self._seq > 0:
-            return self._seq  # nothing changed: the previous checkpoint still describes it
+            # Nothing changed: the previous checkpoint still describes the workspace; just
+            # note that it also stands for these labels (a tiny append, no manifest rewrite).
+            with open(self.ckpt_dir / f"{self._seq:06d}.labels", "a", encoding="utf-8") as fh:
+                fh.write("".join(f"{label}\n" for label in labels))
+            return self._seq
         self._seq += 1
         record = {"seq": self._seq, "labels": labels, "time": time.time(), "files": manifest}
         tmp = self.ckpt_dir / f".{self._seq:06d}.tmp"
@@ -299,7 +303,9 @@ class Workspace:
         out = []
         for p in sorted(self.ckpt_dir.glob("*.json")):
             data = json.loads(p.read_text("utf-8"))
-            out.append({"seq": data["seq"], "labels": data["labels"], "time": data["time"],
+            extra = p.with_suffix(".labels")
+            labels = data["labels"] + (extra.read_text("utf-8").split() if extra.exists() else [])
+            out.append({"seq": data["seq"], "labels": labels, "time": data["time"],
                         "files": len(data["files"])})
         return out
 
