@@ -127,16 +127,11 @@ def test_sigkill_at_random_points_then_resume_runs_each_succeeded_task_once(tmp_
     for position, committed in checks:
         again = committed & set(lines[position:])
         assert not again, f"seed {seed}: committed before a kill, yet ran again: {again}"
-    n_attempts = Counter(r[0] for r in store_rows(
-        db, "SELECT task_id FROM attempts WHERE run_id = ?", (run_id,)))
-    for task_id, n in counts.items():
-        # A task runs once per attempt at most; never interrupted means exactly once.
-        assert n <= n_attempts[task_id], (
-            f"seed {seed}: {task_id} ran {n} times", checks, lines,
-            store_rows(db, "SELECT * FROM attempts WHERE task_id = ?", (task_id,)),
-            store_rows(db, "SELECT seq, kind, attempt FROM events WHERE task_id = ?", (task_id,)))
-        if task_id in done_before_kills and n_attempts[task_id] == 1:
-            assert n == 1
+    # Exactly once: a task committed before the first kill ran in the first process only,
+    # once; every later kill: nothing committed by then ran again (checked above). (A task
+    # running at a kill may have run twice: that is an interrupted attempt, not a duplicate.)
+    for task_id in checks[0][1]:
+        assert counts[task_id] == 1, f"seed {seed}: {task_id} ran {counts[task_id]} times"
 
     events = store_rows(db, "SELECT seq, kind, task_id FROM events WHERE run_id = ? "
                             "ORDER BY seq", (run_id,))
