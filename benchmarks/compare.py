@@ -26,8 +26,9 @@ Contenders, each used the way its documentation recommends (the how is in each r
 * Ray, Dask        - overhead rows only: Ray remote tasks (`ray.get` of a list; a chain passes
                      each ObjectRef on), Dask futures (`client.map` / `client.submit`) on an
                      in-process `LocalCluster(processes=False)` (threads, no worker processes).
-* CrewAI           - not in the table: see BENCHMARKS.md for why (its RPM limit is a fixed
-                     60-second window, it runs in a separate 1 GB venv).
+* CrewAI           - LLM row only, in its own venv (crewai pulls ~1 GB and pins of its own):
+                     `python3 -m venv .venv-crewai && .venv-crewai/bin/pip install crewai`;
+                     benchmarks/_crewai_llm.py runs there against the same fake server.
 
     .venv/bin/pip install -e '.[bench]'
     .venv/bin/python benchmarks/compare.py --quick                 # < 1 minute
@@ -44,11 +45,13 @@ import argparse
 import asyncio
 import gc
 import importlib.metadata
+import json
 import operator
 import os
 import platform
 import random
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -63,7 +66,9 @@ sys.path.insert(0, str(ROOT))  # for tests.fakes (the loopback LLM server)
 import parallel_agents as pa  # noqa: E402
 from parallel_agents.metrics import lower_bound  # noqa: E402
 
-CONTENDERS = ("asyncio", "parallel-agents", "pa-waves", "seeds-waves", "langgraph", "ray", "dask")
+CONTENDERS = ("asyncio", "parallel-agents", "pa-waves", "seeds-waves", "langgraph", "ray", "dask",
+              "crewai")
+CREWAI_PYTHON = ROOT / ".venv-crewai" / "bin" / "python"
 OURS = "parallel-agents"
 # (label, lower is better?) per metric, for the verdict column.
 LOWER_IS_BETTER = {"µs/task": True, "makespan/bound": True, "a2 done at (s)": True,
@@ -334,6 +339,7 @@ LABEL = {
     "langgraph": "LangGraph",
     "ray": "Ray tasks",
     "dask": "Dask futures",
+    "crewai": "CrewAI",
 }
 
 
@@ -585,17 +591,37 @@ async def llm_langgraph(base_url: str, n: int, limit: int, period: float) -> tup
     return ok, n - ok
 
 
+def llm_crewai(base_url: str, n: int, limit: int, period: float) -> tuple[int, int, float]:
+    """CrewAI in its own venv (see benchmarks/_crewai_llm.py for how it is used). Its own rate
+    limit, `max_rpm`, counts per wall-clock minute (a fixed 60 s timer in RPMController), so it
+    cannot be scaled to this row's window and is left unset: CrewAI meets the 429s with its
+    OpenAI client's retries. Returns (ok, failed, seconds of the kickoff, import excluded)."""
+    proc = subprocess.run(
+        [str(CREWAI_PYTHON), str(ROOT / "benchmarks" / "_crewai_llm.py"), "--base-url", base_url,
+         "--n", str(n)], capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    if proc.returncode != 0:
+        raise RuntimeError(f"CrewAI run failed (exit {proc.returncode}): {proc.stderr[-500:]}")
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    return out["ok"], out["failed"], out["seconds"]
+
+
 LLM_RUNNERS: dict[str, Callable[[str, int, int, float], Awaitable[tuple[int, int]]]] = {
     "asyncio": llm_gather,
     "parallel-agents": llm_parallel_agents,
     "langgraph": llm_langgraph,
 }
+LLM_SUBPROCESS_RUNNERS = {"crewai": llm_crewai}
 
 
 # --------------------------------------------------------------------------- the run
 
 def available(name: str) -> str | None:
     """None if the contender's library imports, else why not."""
+    if name == "crewai":
+        if not CREWAI_PYTHON.exists():
+            return ("needs its own venv: python3 -m venv .venv-crewai && "
+                    ".venv-crewai/bin/pip install crewai")
+        return None
     module = {"langgraph": "langgraph", "ray": "ray", "dask": "distributed"}.get(name)
     if module is None:
         return None
@@ -609,7 +635,7 @@ def available(name: str) -> str | None:
 def run_overhead(rows: list[Row], contenders: Sequence[str], n: int, repeat: int) -> None:
     for shape in ("fan-out", "chain"):
         workload = f"{n:,}-task {shape}"
-        for name in contenders:
+        for name in (c for c in contenders if c in OVERHEAD_RUNNERS):
             why = available(name)
             if why:
                 rows.append(Row(workload, name, "µs/task", None, why))
@@ -661,39 +687,47 @@ def run_makespan(rows: list[Row], contenders: Sequence[str], dags: int, scale: f
               f"(ideal {ideal:.2f}s, b {finish['b']:.3f}s)", flush=True)
 
 
-def run_llm(rows: list[Row], contenders: Sequence[str], n: int, limit: int,
+def run_llm(rows: list[Row], contenders: Sequence[str], n: int, limits: Sequence[int],
             period: float) -> None:
-    workload = f"{n} LLM calls, {limit}/{period:g}s"
+    names = [c for c in contenders if c in LLM_RUNNERS or c in LLM_SUBPROCESS_RUNNERS]
     try:
-        from tests.fakes.openai_server import FakeLLMServer
+        from tests.fakes.openai_server import FakeLLMServer, Reply
+
         import parallel_agents.providers.openai_compat  # noqa: F401
     except ImportError as exc:
-        for name in contenders:
-            if name in LLM_RUNNERS:
-                rows.append(Row(workload, name, "goodput", None,
+        for limit in limits:
+            for name in names:
+                rows.append(Row(f"{n} LLM calls, {limit}/{period:g}s", name, "goodput", None,
                                 f"needs the provider layer and tests/fakes ({exc.name})"))
         return
     with FakeLLMServer() as server:
-        for name in contenders:
-            if name not in LLM_RUNNERS:
-                continue
-            why = available(name)
-            if why:
-                rows.append(Row(workload, name, "goodput", None, why))
-                continue
-            server.reset()
-            server.limit_requests(limit, period)
-            server.latency = 0.05
-            t0 = time.perf_counter()
-            ok, failed = asyncio.run(LLM_RUNNERS[name](server.openai_base_url, n, limit, period))
-            took = time.perf_counter() - t0
-            goodput = (ok / took) / (limit / period)
-            rows.append(Row(workload, name, "goodput", goodput,
-                            f"{ok} ok, {failed} failed, {server.count(status=429)} 429s, "
-                            f"{took:.2f}s"))
-            print(f"  {workload:<20} {LABEL[name]:<24} goodput {goodput:.2f} of the limit, "
-                  f"{ok} ok, {failed} failed, {server.count(status=429)} 429s, {took:.2f}s",
-                  flush=True)
+        for limit in limits:
+            workload = f"{n} LLM calls, {limit}/{period:g}s"
+            for name in names:
+                why = available(name)
+                if why:
+                    rows.append(Row(workload, name, "goodput", None, why))
+                    continue
+                server.reset()
+                server.limit_requests(limit, period)
+                server.latency = 0.05
+                # Every contender gets the same answer; it is a final answer in the ReAct text
+                # CrewAI's agents parse, and plain text to the others.
+                server.default = Reply.text("Thought: I can answer.\nFinal Answer: ok")
+                if name in LLM_SUBPROCESS_RUNNERS:
+                    ok, failed, took = LLM_SUBPROCESS_RUNNERS[name](
+                        server.openai_base_url, n, limit, period)
+                else:
+                    t0 = time.perf_counter()
+                    ok, failed = asyncio.run(
+                        LLM_RUNNERS[name](server.openai_base_url, n, limit, period))
+                    took = time.perf_counter() - t0
+                goodput = (ok / took) / (limit / period)
+                rejected = server.count(status=429)
+                rows.append(Row(workload, name, "goodput", goodput,
+                                f"{ok} ok, {failed} failed, {rejected} 429s, {took:.2f}s"))
+                print(f"  {workload:<20} {LABEL[name]:<24} goodput {goodput:.2f} of the limit, "
+                      f"{ok} ok, {failed} failed, {rejected} 429s, {took:.2f}s", flush=True)
 
 
 def judge(rows: list[Row]) -> None:
@@ -730,6 +764,13 @@ def versions() -> dict[str, str]:
             out[dist] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
             out[dist] = "not installed"
+    if CREWAI_PYTHON.exists():  # its own venv
+        proc = subprocess.run([str(CREWAI_PYTHON), "-c", "import importlib.metadata as m; "
+                               "print(m.version('crewai'), m.version('openai'))"],
+                              capture_output=True, text=True, timeout=60)
+        if proc.returncode == 0:
+            crewai, its_openai = proc.stdout.split()
+            out["crewai"] = f"{crewai} (own venv, openai {its_openai})"
     return out
 
 
@@ -759,6 +800,7 @@ def table(rows: list[Row], markdown: bool) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    global CREWAI_PYTHON
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
                         help="small sizes: finishes in under a minute on 2 cores")
@@ -771,12 +813,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--scale", type=float, default=0.01,
                         help="seconds of sleep per second of the plans' agent latency")
     parser.add_argument("--llm-calls", type=int, default=60)
-    parser.add_argument("--llm-limit", type=int, default=20, help="requests per period")
+    parser.add_argument("--llm-limits", default=None,
+                        help="the server's requests per period, comma-separated: one LLM row "
+                             "per limit (default 20,10; --quick 20)")
     parser.add_argument("--llm-period", type=float, default=1.0,
                         help="the server's rate-limit window in seconds (a scaled minute)")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--crewai-python", type=Path, default=CREWAI_PYTHON,
+                        help="the python of the venv crewai is installed in")
     parser.add_argument("--markdown", type=Path, help="also write the table as markdown here")
     args = parser.parse_args(argv)
+    CREWAI_PYTHON = args.crewai_python
 
     contenders = [c.strip() for c in args.contenders.split(",") if c.strip()]
     unknown = sorted(set(contenders) - set(CONTENDERS))
@@ -787,6 +834,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     workloads = {w.strip() for w in args.workloads.split(",") if w.strip()}
     if workloads - {"overhead", "makespan", "llm"}:
         parser.error("--workloads takes overhead, makespan and/or llm")
+    try:
+        llm_limits = [int(x) for x in (args.llm_limits or ("20" if args.quick else "20,10"))
+                      .split(",")]
+    except ValueError:
+        parser.error(f"--llm-limits takes whole numbers, e.g. 20,10 (got {args.llm_limits!r})")
     n = args.n or (300 if args.quick else 1000)
     repeat = 2 if args.quick else 3
     dags = args.dags if args.dags is not None else (3 if args.quick else 10)
@@ -800,7 +852,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "makespan" in workloads:
         run_makespan(rows, contenders, dags, args.scale, args.seed)
     if "llm" in workloads:
-        run_llm(rows, contenders, args.llm_calls, args.llm_limit, args.llm_period)
+        run_llm(rows, contenders, args.llm_calls, llm_limits, args.llm_period)
     judge(rows)
     order = {w: i for i, w in enumerate(dict.fromkeys(r.workload for r in rows))}
     rows.sort(key=lambda r: order[r.workload])  # stable: contenders keep their order
@@ -812,7 +864,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.markdown.write_text(
             "\n".join(f"- {line}" for line in env)
             + f"\n- sizes: {n} overhead tasks (best of {repeat}), {dags} random DAGs, scale "
-              f"x{args.scale:g}, {args.llm_calls} LLM calls at {args.llm_limit} per "
+              f"x{args.scale:g}, {args.llm_calls} LLM calls at {'/'.join(map(str, llm_limits))} per "
               f"{args.llm_period:g}s; run took {took:.0f}s\n\n"
             + table(rows, markdown=True) + "\n", encoding="utf-8")
         print(f"markdown table written to {args.markdown}")
