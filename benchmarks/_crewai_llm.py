@@ -2,8 +2,10 @@
 pins), started by compare.py as a subprocess against the same loopback fake server.
 
 CrewAI as its docs show it: one `Agent` with an OpenAI-compatible `LLM(base_url=...)`, one
-`Task`, a `Crew`, and `kickoff_for_each_async` over the inputs (one crew run per call, run
-concurrently). Telemetry and tracing are switched off by environment (no network but loopback).
+`Task`, a `Crew`, run once per input concurrently. The docs recommend the native-async
+`akickoff()` for high concurrency (`kickoff_async()` is a thread per run); `akickoff_for_each`
+copies the crew per input and gathers - done here by hand with `return_exceptions=True`, so one
+failed run is counted instead of hiding the others. Telemetry and tracing are switched off by environment (no network but loopback).
 Prints one JSON line: {"ok": N, "failed": N, "seconds": S, "version": "..."}.
 """
 
@@ -40,7 +42,7 @@ def main() -> None:
     async def go() -> tuple[int, int]:
         ok = failed = 0
         results = await asyncio.gather(
-            *(crew.copy().kickoff_async(inputs={"i": i}) for i in range(args.n)),
+            *(crew.copy().akickoff(inputs={"i": i}) for i in range(args.n)),
             return_exceptions=True)
         for r in results:
             if isinstance(r, BaseException):

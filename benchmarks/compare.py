@@ -84,6 +84,8 @@ class Row:
     note: str = ""
     ratio: float | None = None      # value / parallel-agents' value in the same workload
     verdict: str = ""
+    failed: int = 0                 # LLM rows: calls that ended in an error
+    total: int = 0
 
 
 @dataclass
@@ -737,7 +739,8 @@ def run_llm(rows: list[Row], contenders: Sequence[str], n: int, limits: Sequence
                 goodput = (ok / took) / (limit / period)
                 rejected = server.count(status=429)
                 rows.append(Row(workload, name, "goodput", goodput,
-                                f"{ok} ok, {failed} failed, {rejected} 429s, {took:.2f}s"))
+                                f"{ok} ok, {failed} failed, {rejected} 429s, {took:.2f}s",
+                                failed=failed, total=n))
                 print(f"  {workload:<20} {LABEL[name]:<24} goodput {goodput:.2f} of the limit, "
                       f"{ok} ok, {failed} failed, {rejected} 429s, {took:.2f}s", flush=True)
 
@@ -745,11 +748,19 @@ def run_llm(rows: list[Row], contenders: Sequence[str], n: int, limits: Sequence
 def judge(rows: list[Row]) -> None:
     """Fill `ratio` (value / ours, same workload) and a verdict from our side."""
     ours = {r.workload: r.value for r in rows if r.contender == OURS and r.value}
+    ours_failed = {r.workload: r.failed for r in rows if r.contender == OURS}
     for r in rows:
         base = ours.get(r.workload)
         if r.value is None or not base or r.contender == OURS:
             continue
         r.ratio = r.value / base
+        if r.failed != ours_failed.get(r.workload, 0):
+            # Goodput counts successes per second, so giving up early can look fast: calls
+            # lost outright decide the verdict first.
+            lost_more = r.failed > ours_failed.get(r.workload, 0)
+            r.verdict = (f"we {'win' if lost_more else 'lose'}: {r.failed}/{r.total} calls "
+                         f"failed vs our {ours_failed.get(r.workload, 0)}")
+            continue
         lower = LOWER_IS_BETTER[r.metric]
         we_win = r.ratio > 1 if lower else r.ratio < 1
         factor = max(r.ratio, 1 / r.ratio) if r.ratio else float("inf")
