@@ -843,8 +843,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="comma-separated subset of: overhead, makespan, llm")
     parser.add_argument("--n", type=int, help="tasks for the overhead rows (default 1000)")
     parser.add_argument("--dags", type=int, help="random DAGs (default 10; --quick 3)")
-    parser.add_argument("--scale", type=float, default=0.01,
-                        help="seconds of sleep per second of the plans' agent latency")
+    parser.add_argument("--scale", type=float, default=None,
+                        help="seconds of sleep per second of the plans' agent latency "
+                             "(default 0.01; --quick 0.005)")
     parser.add_argument("--llm-calls", type=int, default=60)
     parser.add_argument("--llm-limits", default=None,
                         help="the server's requests per period, comma-separated: one LLM row "
@@ -875,6 +876,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     n = args.n or (300 if args.quick else 1000)
     repeat = 2 if args.quick else 3
     dags = args.dags if args.dags is not None else (3 if args.quick else 10)
+    if args.scale is None:
+        args.scale = 0.005 if args.quick else 0.01
+    if args.scale <= 0:
+        parser.error(f"--scale must be above 0 (got {args.scale:g})")
+    if n < 1 or dags < 0 or args.llm_calls < 1 or args.llm_period <= 0 or min(llm_limits) < 1:
+        parser.error("--n, --llm-calls and --llm-limits take numbers of at least 1, --dags 0 or "
+                     "more, --llm-period a number of seconds above 0")
 
     env = environment()
     print("\n".join(env), flush=True)
