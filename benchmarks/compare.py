@@ -773,6 +773,36 @@ def judge(rows: list[Row]) -> None:
             r.verdict = f"we {'win' if we_win else 'lose'} by {factor:.2f}x"
 
 
+WHY_WE_LOSE = {
+    ("asyncio", "µs/task"): "bare asyncio keeps no state; per task we make a scheduler decision "
+        "(pools, priorities, dependency counts), keep an attempt record and a result, build a "
+        "TaskContext with the task's inputs, run the attempt in its own asyncio task (timeouts, "
+        "retries, cancellation) and compute the run's metrics at the end; in a chain each step "
+        "also waits one event-loop turn for the scheduler to be pumped",
+    ("seeds-waves", "µs/task"): "with no dependencies the seeds' loop is one wave, i.e. one "
+        "asyncio.gather and a dict per task: no records, pools, retries, timeouts or events",
+    ("asyncio", "makespan/bound"): "hand-written asyncio tasks awaiting their dependencies "
+        "have no scheduler at all; the gap is our per-task overhead",
+    ("asyncio", "a2 done at (s)"): "the gap is our per-task overhead",
+    ("asyncio", "goodput"): "bare calls with SDK retries pay for it in 429s",
+}
+
+
+def losses(rows: list[Row]) -> list[str]:
+    """One line per row we lose: by how much, and why."""
+    ours = {r.workload: r.value for r in rows if r.contender == OURS and r.value}
+    out = []
+    for r in rows:
+        if not r.verdict.startswith("we lose") or r.value is None:
+            continue
+        gap = ""
+        if r.metric == "µs/task":
+            gap = f" = {ours[r.workload] - r.value:,.1f} µs per task"
+        why = WHY_WE_LOSE.get((r.contender, r.metric), "see BENCHMARKS.md")
+        out.append(f"{r.workload}, {label(r)}: {r.verdict}{gap}: {why}")
+    return out
+
+
 def label(row: Row) -> str:
     """The asyncio contender is a different program per workload: say which."""
     if row.contender == "asyncio":
@@ -899,9 +929,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     order = {w: i for i, w in enumerate(dict.fromkeys(r.workload for r in rows))}
     rows.sort(key=lambda r: order[r.workload])  # stable: contenders keep their order
     took = time.perf_counter() - started
+    lost = losses(rows)
     print(f"\n{table(rows, markdown=False)}\n\nmeasured in {took:.0f}s. x ours = value / "
           "parallel-agents' value in the same workload (µs/task, makespan/bound, a2 done at: "
           "lower is better; goodput: higher is better)")
+    if lost:
+        print("\nwhere we lose:\n" + "\n".join(f"- {line}" for line in lost))
     if args.markdown:
         args.markdown.write_text(
             "\n".join(f"- {line}" for line in env)
@@ -909,7 +942,9 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"x{args.scale:g}, {args.llm_calls} LLM calls at "
               f"{'/'.join(map(str, llm_limits))} per {args.llm_period:g}s; "
               f"run took {took:.0f}s\n\n"
-            + table(rows, markdown=True) + "\n", encoding="utf-8")
+            + table(rows, markdown=True) + "\n"
+            + ("\nWhere we lose:\n\n" + "\n".join(f"- {line}" for line in lost) + "\n"
+               if lost else ""), encoding="utf-8")
         print(f"markdown table written to {args.markdown}")
     if _dask_client is not None:
         _dask_client.close()
