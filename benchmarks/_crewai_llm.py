@@ -5,7 +5,8 @@ CrewAI as its docs show it: one `Agent` with an OpenAI-compatible `LLM(base_url=
 `Task`, a `Crew`, run once per input concurrently. The docs recommend the native-async
 `akickoff()` for high concurrency (`kickoff_async()` is a thread per run); `akickoff_for_each`
 copies the crew per input and gathers - done here by hand with `return_exceptions=True`, so one
-failed run is counted instead of hiding the others. Telemetry and tracing are switched off by environment (no network but loopback).
+failed run is counted instead of hiding the others. Telemetry, tracing and the version check
+are switched off by environment (no network but loopback).
 Prints one JSON line: {"ok": N, "failed": N, "seconds": S, "version": "..."}.
 """
 
@@ -15,12 +16,16 @@ import argparse
 import asyncio
 import json
 import os
+import tempfile
 import time
 
 os.environ.setdefault("CREWAI_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("CREWAI_DISABLE_TRACKING", "true")
 os.environ.setdefault("CREWAI_TRACING_ENABLED", "false")
+os.environ.setdefault("CREWAI_DISABLE_VERSION_CHECK", "true")
 os.environ.setdefault("OTEL_SDK_DISABLED", "true")
+# CrewAI keeps memory/state files; keep them out of the user's home for a benchmark.
+os.environ.setdefault("CREWAI_STORAGE_DIR", tempfile.mkdtemp(prefix="compare-crewai-"))
 
 
 def main() -> None:

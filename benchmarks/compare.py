@@ -730,8 +730,12 @@ def run_llm(rows: list[Row], contenders: Sequence[str], n: int, limits: Sequence
                 # CrewAI's agents parse, and plain text to the others.
                 server.default = Reply.text("Thought: I can answer.\nFinal Answer: ok")
                 if name in LLM_SUBPROCESS_RUNNERS:
-                    ok, failed, took = LLM_SUBPROCESS_RUNNERS[name](
-                        server.openai_base_url, n, limit, period)
+                    try:
+                        ok, failed, took = LLM_SUBPROCESS_RUNNERS[name](
+                            server.openai_base_url, n, limit, period)
+                    except (RuntimeError, subprocess.TimeoutExpired, ValueError) as exc:
+                        rows.append(Row(workload, name, "goodput", None, str(exc)[:300]))
+                        continue
                 else:
                     t0 = time.perf_counter()
                     ok, failed = asyncio.run(
