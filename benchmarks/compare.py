@@ -952,6 +952,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"markdown table written to {args.markdown}")
     if _dask_client is not None:
         _dask_client.close()
+    if _ray_ready:
+        import ray
+
+        ray.shutdown()  # the local cluster this run started
     return 0
 
 
