@@ -252,3 +252,18 @@ def test_other_models_and_explicit_settings_keep_their_budgets(
     assert all("max_iterations" not in t and "max_tokens" not in t for t in remote)
     own = _planned(monkeypatch, task_defaults={"max_iterations": 6})
     assert all(t["max_iterations"] == 6 and t["max_tokens"] == 320 for t in own)
+
+
+def test_a_repeat_among_new_calls_still_forces_the_answer(tmp_path: Path) -> None:
+    both = ChatResponse(text="", tool_calls=[
+        ToolCall("1", "write_file", {"path": "a.md", "content": "A"}),
+        ToolCall("2", "write_file", {"path": "a.md", "content": "A"}),
+        ToolCall("3", "write_file", {"path": "b.md", "content": "B"})], usage=Usage(10, 10))
+    steps = [both, answer("Wrote a.md and b.md.")]
+    provider = FunctionProvider(lambda request: steps.pop(0))
+    result = run(task(), provider, tmp_path)
+    assert result.tasks["t"].output == "Wrote a.md and b.md."
+    assert [bool(r.tools) for r in provider.requests] == [True, False]
+    replies = [m.content for m in provider.requests[1].messages if m.role == "tool"]
+    assert replies[1].startswith("You already called write_file")
+    assert (tmp_path / "b.md").read_text() == "B"  # the new call in the same turn still ran

@@ -4,6 +4,12 @@ tool loop (workspace file tools + user Python tools) of at most `max_iterations`
 The agent never retries: a provider failure propagates as `ProviderError` (retryable or not)
 and the engine decides, with its backoff and the server's Retry-After. Every call first
 reserves its worst-case cost from the run's budget, so parallel tasks cannot overspend it.
+
+Safeguards for small models (docs/llm-agents.md, "Loop safeguards"): a repeated identical tool
+call is answered from the first one's result instead of running again, and it - or two
+iterations of failing calls - makes the next iteration offer no tools, so the model answers;
+a free-text answer that is tool-call JSON is asked again once without the tool turns, and
+never returned as JSON; a prose answer cut off at max_tokens is kept (noted in the event).
 """
 
 from __future__ import annotations
@@ -298,7 +304,7 @@ class LLMAgent(Agent):
                     messages.append(Message("tool", result, tool_call_id=call.id,
                                             name=call.name))
                 idle = idle + 1 if errors + repeats == len(response.tool_calls) else 0
-                if repeats == len(response.tool_calls) or idle >= 2:
+                if repeats or idle >= 2:
                     # No progress: a repeat, or calls failing twice in a row. The next
                     # iteration offers no tools, so the model must answer with what it has.
                     force_answer = True
