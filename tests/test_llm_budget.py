@@ -147,8 +147,13 @@ def test_parallel_llm_tasks_never_exceed_the_budget(tmp_path: Path) -> None:
 def _looping(input_tokens: Any) -> FunctionProvider:
     from parallel_agents.providers.base import ToolCall
 
+    calls = iter(range(1, 1000))
+
     def handler(request: ChatRequest) -> ChatResponse:
-        return ChatResponse(text="", tool_calls=[ToolCall("1", "list_files", {})],
+        # a new file each time: the agent does not run a repeated identical call again
+        n = next(calls)
+        return ChatResponse(text="", tool_calls=[ToolCall(str(n), "write_file",
+                                                          {"path": f"f{n}.txt", "content": "x"})],
                             usage=Usage(input_tokens(request), request.max_tokens))
 
     return FunctionProvider(handler)

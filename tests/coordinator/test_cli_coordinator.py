@@ -45,8 +45,10 @@ def test_template_full_stack_plan_matches_the_template(tmp_path):
     assert p.returncode == 0, p.stderr
     data = json.loads(p.stdout)
     expected = TEMPLATES["full_stack"](RESTAURANT)
-    # the template's tasks exactly; the coordinator adds the prompt and the answer file
-    got = [{k: v for k, v in t.items() if k not in ("prompt", "output_file")}
+    # the template's tasks exactly; the coordinator adds the prompt, the answer file and
+    # (on the local model) its budgets
+    added = ("prompt", "output_file", "max_iterations", "max_tokens")
+    got = [{k: v for k, v in t.items() if k not in added}
            for t in data["plan"]["tasks"]]
     assert got == expected
     assert all(t["output_file"] == f"answers/{t['id']}.md" for t in data["plan"]["tasks"])

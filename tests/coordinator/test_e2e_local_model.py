@@ -44,8 +44,7 @@ def test_request_to_final_response_on_the_local_model(tmp_path, monkeypatch):
     coordinator = Coordinator(
         provider, planner_model=MODEL.split(":", 1)[1], model=MODEL,
         workspace=tmp_path / "ws",
-        task_defaults={"max_iterations": 4},
-    )
+    )  # the coordinator's own budgets for local: tasks (LOCAL_TASK_DEFAULTS)
     out = asyncio.run(coordinator.run("Build a restaurant website with booking"))
 
     tasks = out.decomposition.tasks
@@ -62,6 +61,12 @@ def test_request_to_final_response_on_the_local_model(tmp_path, monkeypatch):
     for tid, r in out.run.tasks.items():  # every delivered answer is also a file
         if r.status == "succeeded":
             assert (out.workspace / "answers" / f"{tid}.md").read_text().strip()
+    # answers are prose, never the local provider's action JSON; each task has its own file
+    for tid, r in out.run.tasks.items():
+        if r.status == "succeeded":
+            assert isinstance(r.output, str) and '"action"' not in r.output, (tid, r.output)
+            assert r.usage.get("calls", 0) <= 3  # 2 iterations, at most one re-ask
+    assert not [c for c in out.conflicts if c.kind == "same_file"], out.conflicts
     assert out.final_response.startswith(("# Done", "# Partial delivery"))
     for t in tasks:
         assert f"| {t['id']} |" in out.final_response

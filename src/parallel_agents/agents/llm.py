@@ -4,6 +4,12 @@ tool loop (workspace file tools + user Python tools) of at most `max_iterations`
 The agent never retries: a provider failure propagates as `ProviderError` (retryable or not)
 and the engine decides, with its backoff and the server's Retry-After. Every call first
 reserves its worst-case cost from the run's budget, so parallel tasks cannot overspend it.
+
+Safeguards for small models (docs/llm-agents.md, "Loop safeguards"): a repeated identical tool
+call is answered from the first one's result instead of running again, and it - or two
+iterations of failing calls - makes the next iteration offer no tools, so the model answers;
+a free-text answer that is tool-call JSON is asked again once without the tool turns, and
+never returned as JSON; a prose answer cut off at max_tokens is kept (noted in the event).
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -215,9 +222,43 @@ class LLMAgent(Agent):
         calls = 0
         input_scale = 1.0
         text = ""
+        # (tool, canonical arguments) -> result: a repeated call is answered from here
+        done_calls: dict[str, str] = {}
+        force_answer = False  # set when the model stopped making progress with its tools
+        idle = 0  # iterations in a row whose calls were all errors
+
+        async def complete(request: ChatRequest, key: tuple[str, int, Any]) -> ChatResponse:
+            nonlocal usage, cost, calls, input_scale
+            estimate = estimate_prompt_tokens(request)
+            if budget is not None:
+                worst = prices.worst_case(runs_as, math.ceil(estimate * input_scale),
+                                          request.max_tokens) or 0.0
+                budget.release(task.id)  # the start reservation becomes this call's
+                if not budget.try_reserve(key, worst):
+                    raise NonRetryableError(
+                        f"{BUDGET_EXHAUSTED}: call {key[2]} of task {task.id!r} may "
+                        f"cost up to ${worst:.6f} and ${budget.remaining:.6f} is left")
+            try:
+                response = await provider.complete(request)
+            except BaseException:
+                if budget is not None:
+                    budget.release(key)
+                raise
+            calls += 1
+            if response.usage.input_tokens > estimate * input_scale:
+                # The tokenizer counts more than our estimate: scale later estimates so
+                # only this one call can have overshot its reservation.
+                input_scale = response.usage.input_tokens / max(1, estimate)
+            call_cost = prices.cost(runs_as, response.usage)
+            if budget is not None:
+                budget.settle(key, call_cost)
+            usage = usage + response.usage
+            cost += call_cost
+            return response
+
         try:
             for iteration in range(1, settings.max_iterations + 1):
-                last = iteration == settings.max_iterations
+                last = iteration == settings.max_iterations or force_answer
                 request = ChatRequest(
                     model=model_name, messages=list(messages),
                     # The last iteration offers no tools, so the model has to answer.
@@ -225,54 +266,68 @@ class LLMAgent(Agent):
                     max_tokens=settings.max_tokens, temperature=settings.temperature,
                     json_schema=task.output_schema,
                 )
-                key = (task.id, ctx.attempt, iteration)
-                estimate = estimate_prompt_tokens(request)
-                if budget is not None:
-                    worst = prices.worst_case(runs_as, math.ceil(estimate * input_scale),
-                                              request.max_tokens) or 0.0
-                    budget.release(task.id)  # the start reservation becomes this call's
-                    if not budget.try_reserve(key, worst):
-                        raise NonRetryableError(
-                            f"{BUDGET_EXHAUSTED}: call {iteration} of task {task.id!r} may "
-                            f"cost up to ${worst:.6f} and ${budget.remaining:.6f} is left")
-                try:
-                    response = await provider.complete(request)
-                except BaseException:
-                    if budget is not None:
-                        budget.release(key)
-                    raise
-                calls += 1
-                if response.usage.input_tokens > estimate * input_scale:
-                    # The tokenizer counts more than our estimate: scale later estimates so
-                    # only this one call can have overshot its reservation.
-                    input_scale = response.usage.input_tokens / max(1, estimate)
-                call_cost = prices.cost(runs_as, response.usage)
-                if budget is not None:
-                    budget.settle(key, call_cost)
-                usage = usage + response.usage
-                cost += call_cost
+                response = await complete(request, (task.id, ctx.attempt, iteration))
                 text = response.text
+                cut = (" - answer cut off at max_tokens, kept as it is"
+                       if response.finish_reason == "length" and not response.tool_calls
+                       else "")
                 ctx.progress(
                     f"iteration {iteration}/{settings.max_iterations}: "
                     + (", ".join(c.name for c in response.tool_calls) if response.tool_calls
                        else "answered")
-                    + f" ({response.usage.input_tokens}+{response.usage.output_tokens} tokens)",
+                    + f" ({response.usage.input_tokens}+{response.usage.output_tokens} tokens)"
+                    + cut,
                     iteration / settings.max_iterations,
                 )
                 if not response.tool_calls or last:
                     break
                 messages.append(Message("assistant", response.text,
                                         tool_calls=list(response.tool_calls)))
+                repeats = errors = 0
                 for call in response.tool_calls:
-                    t = by_name.get(call.name)
-                    result = (await t.call(call.arguments) if t is not None else
-                              f"error: unknown tool {call.name!r}; available: "
-                              + ", ".join(by_name))
+                    signature = _call_signature(call.name, call.arguments)
+                    if signature in done_calls:
+                        # Not run again: small models re-issue the same call until the
+                        # iterations run out, re-sending an ever longer prompt.
+                        repeats += 1
+                        result = (f"You already called {call.name} with these arguments; "
+                                  f"the result was:\n{done_calls[signature]}\n"
+                                  "Do not call it again: give your final answer now.")
+                    else:
+                        t = by_name.get(call.name)
+                        result = (await t.call(call.arguments) if t is not None else
+                                  f"error: unknown tool {call.name!r}; available: "
+                                  + ", ".join(by_name))
+                        done_calls[signature] = result
+                        if result.startswith("error:"):
+                            errors += 1
                     messages.append(Message("tool", result, tool_call_id=call.id,
                                             name=call.name))
+                idle = idle + 1 if errors + repeats == len(response.tool_calls) else 0
+                if repeats or idle >= 2:
+                    # No progress: a repeat, or calls failing twice in a row. The next
+                    # iteration offers no tools, so the model must answer with what it has.
+                    force_answer = True
+                    ctx.progress(f"iteration {iteration}: "
+                                 + ("the same call again" if repeats else "tool errors again")
+                                 + " - no progress, asking for the final answer",
+                                 iteration / settings.max_iterations)
             output: Any = text
             if task.output_schema is not None:
                 output = _parse_json(text, task.output_schema)
+            elif _action_payload(text) is not None:
+                # The model imitated its earlier tool turns instead of answering in prose.
+                ctx.progress("the answer was tool-call JSON: asking once more, without the "
+                             "tool turns")
+                retry = ChatRequest(
+                    model=model_name,
+                    messages=[*build_messages(task, settings, ctx.inputs),
+                              Message("user", _plain_answer_prompt(workspace))],
+                    tools=[], max_tokens=settings.max_tokens,
+                    temperature=settings.temperature)
+                again = (await complete(retry, (task.id, ctx.attempt, "plain"))).text
+                output = (again if _action_payload(again) is None
+                          else _prose_from_action(again, text, workspace))
             if task.output_file:
                 try:
                     workspace.write_file(task.output_file, _as_text(output))
@@ -285,6 +340,61 @@ class LLMAgent(Agent):
             raise
         return TaskOutput(output=output, usage={**usage.to_dict(), "calls": calls},
                           cost_usd=cost, files=list(workspace.written))
+
+
+def _call_signature(name: str, arguments: Mapping[str, Any]) -> str:
+    return name + ":" + json.dumps(arguments, sort_keys=True, default=str)
+
+
+_JSON_STRING = r'"((?:[^"\\]|\\.)*)'
+#: `{"thought": ...`, `"action": {`, `"tool": "...` - the local provider's action format
+_ACTION_MARKERS = re.compile(r'\{\s*"thought"\s*:|"action"\s*:\s*\{|\{\s*"tool"\s*:\s*"')
+
+
+def _action_payload(text: str) -> dict[str, str] | None:
+    """The action JSON of a tool-calling turn found in a final answer, or None.
+
+    Returns the strings worth keeping (`answer`, `thought`), read leniently: a model imitating
+    its earlier turns often writes broken JSON (`{"path: "x"}`), so this looks for the keys
+    instead of parsing.
+    """
+    if not _ACTION_MARKERS.search(text):
+        return None
+    found: dict[str, str] = {}
+    for key in ("answer", "thought"):
+        match = re.search(rf'"{key}"\s*:\s*' + _JSON_STRING + '"?', text, re.DOTALL)
+        if match:
+            try:
+                found[key] = json.loads('"' + match.group(1) + '"')
+            except json.JSONDecodeError:
+                found[key] = match.group(1)
+    return found
+
+
+def _plain_answer_prompt(workspace: Workspace) -> str:
+    files = ", ".join(sorted(_relative(workspace, f) for f in workspace.written))
+    return ("You have finished the work" + (f" and wrote these files: {files}" if files else "")
+            + ". Now answer in plain sentences, not JSON and without calling tools: what "
+              "did you do, and what is the result?")
+
+
+def _relative(workspace: Workspace, name: str) -> str:
+    try:
+        return Path(name).resolve().relative_to(workspace.root.resolve()).as_posix()
+    except (ValueError, AttributeError):
+        return str(name)
+
+
+def _prose_from_action(text: str, first: str, workspace: Workspace) -> str:
+    """Last resort after the re-ask also came back as action JSON: keep its words, never the
+    JSON itself."""
+    for candidate in (text, first):
+        payload = _action_payload(candidate) or {}
+        words = payload.get("answer") or payload.get("thought")
+        if words and words.strip():
+            return words.strip()
+    files = ", ".join(sorted(_relative(workspace, f) for f in workspace.written))
+    return f"Done; files written: {files}." if files else "Done (the model gave no summary)."
 
 
 def _parse_json(text: str, schema: Mapping[str, Any]) -> Any:

@@ -69,6 +69,30 @@ TaskRunner = Callable[[dict[str, Any], TaskContext], Any]
 _LLM_ONLY_KEYS = ("agent", "prompt", "model", "max_iterations", "max_tokens", "output_schema")
 
 
+#: Budgets for tasks on the embedded local model (SmolLM2-135M, CPU): one tool call, then the
+#: answer. Measured on the restaurant request, its second call repeated its first one (same
+#: file, same content) in 3 of 4 tasks, and every extra iteration re-sends the whole growing
+#: prompt. Its answers end well within 320 tokens; longer ones are cut off (kept as they are)
+#: rather than run on. The task's own fields and `task_defaults` win.
+LOCAL_TASK_DEFAULTS: dict[str, Any] = {"max_iterations": 2, "max_tokens": 320}
+
+
+def _effective_model(spec: Mapping[str, Any], coordinator_model: str | None) -> str:
+    """The `PROVIDER:MODEL` a planned task will run on: its own, the coordinator's, its
+    role's, or the default."""
+    if spec.get("model") or coordinator_model:
+        return str(spec.get("model") or coordinator_model)
+    try:
+        from ..roles import all_roles, default_model
+    except ImportError:
+        return ""
+    try:
+        role = all_roles().get(str(spec.get("agent") or ""))
+    except ValueError:  # a broken roles file: reported when the task runs
+        role = None
+    return (role.model if role is not None and role.model else None) or default_model()
+
+
 def to_plan(plan: Mapping[str, Any], run_task: TaskRunner | None = None) -> Plan:
     """The coordinator's plan dict -> a runnable Plan.
 
@@ -233,10 +257,22 @@ class Coordinator:
     def _defaults(self, spec: dict[str, Any]) -> None:
         for key, value in self.task_defaults.items():
             spec.setdefault(key, value)
-        if self.answers_dir and self.run_task is None:
+        if self.run_task is not None:
+            return
+        if self.answers_dir:
             # Each agent's answer is also a file of the workspace: a deliverable even when a
             # small model never calls write_file, and what the aggregator reads for findings.
             spec.setdefault("output_file", f"{self.answers_dir}/{spec['id']}.md")
+        deliverable = f"{spec['id']}.md"
+        prompt = spec.get("prompt") or spec.get("description") or ""
+        if deliverable not in prompt:
+            # Its own file per task: agents that all pick the same name overwrite each other
+            # (a same-file conflict for the aggregator, and all but one deliverable lost).
+            spec["prompt"] = (f"{prompt}\n\nSave your work with write_file to "
+                              f"`{deliverable}`, then answer with a short summary.")
+        if _effective_model(spec, self.model).startswith("local:"):
+            for key, value in LOCAL_TASK_DEFAULTS.items():
+                spec.setdefault(key, value)
 
     async def run(self, request: str, template: str | None = None) -> CoordinatorResult:
         """Plan, run, aggregate and synthesize. Never raises for a failed task."""

@@ -34,6 +34,7 @@ import hashlib
 import itertools
 import json
 import os
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -165,10 +166,13 @@ def action_schema(request: ChatRequest) -> dict[str, Any]:
     The thought comes first because a 135M model picks the right action far more often after
     writing down what it is about to do (without it SmolLM2 answered at once every time).
     """
-    answer = request.json_schema if request.json_schema is not None else {"type": "string"}
+    limit = string_limit(request.max_tokens)
+    answer = (request.json_schema if request.json_schema is not None
+              else {"type": "string", "maxLength": limit})
     branches = [{"type": "object",
                  "properties": {"tool": {"const": t.name},
-                                "arguments": t.parameters or {"type": "object"}},
+                                "arguments": _bounded(t.parameters or {"type": "object"},
+                                                      limit)},
                  "required": ["tool", "arguments"]}
                 for t in request.tools if t.name != FINAL_ANSWER]
     branches.append({"type": "object",
@@ -178,6 +182,49 @@ def action_schema(request: ChatRequest) -> dict[str, Any]:
             "properties": {"thought": {"type": "string", "maxLength": THOUGHT_CHARS},
                            "action": {"oneOf": branches}},
             "required": ["thought", "action"]}
+
+
+def string_limit(max_tokens: int) -> int:
+    """The longest string an action may hold so the whole action fits in `max_tokens`.
+
+    Why: a JSON action cut off by max_tokens is worthless (it does not parse) and costs a
+    retry, and SmolLM2 does loop inside long strings. Two characters per token is below what
+    English or code takes, and the thought and the JSON around the strings take ~100 tokens.
+    """
+    return max(32, (max_tokens - 100) * 2)
+
+
+def _bounded(schema: dict[str, Any], limit: int) -> dict[str, Any]:
+    """The tool's parameter schema with every unbounded string capped at `limit` characters."""
+    if schema.get("type") == "string" and "maxLength" not in schema and "enum" not in schema:
+        return {**schema, "maxLength": limit}
+    out = dict(schema)
+    if isinstance(schema.get("properties"), dict):
+        out["properties"] = {k: _bounded(v, limit) if isinstance(v, dict) else v
+                             for k, v in schema["properties"].items()}
+    if isinstance(schema.get("items"), dict):
+        out["items"] = _bounded(schema["items"], limit)
+    return out
+
+
+def _example_path(request: ChatRequest) -> str:
+    """The file name the write_file example uses: one the prompt names, else one made from
+    the prompt's first words. Never a fixed name: the model copies the example verbatim, and
+    with a fixed name every task wrote (and overwrote) the same file."""
+    prompt = next((m.content for m in request.messages if m.role == "user"), "")
+    named = _FILE_NAME.search(prompt)
+    if named:
+        return named.group(1)
+    words = re.findall(r"[a-z0-9]+", prompt.lower())[:3]
+    return ("-".join(words) or "notes") + ".md"
+
+
+def _first_sentence(request: ChatRequest) -> str:
+    prompt = next((m.content for m in request.messages if m.role == "user"), "")
+    return re.split(r"(?<=[.!?])\s|\n", prompt.strip(), maxsplit=1)[0][:160]
+
+
+_FILE_NAME = re.compile(r"`?\b([\w][\w/-]*\.(?:md|txt|py|html|css|js|ts|sql|json|yaml|yml))\b`?")
 
 
 def _example_arguments(parameters: dict[str, Any]) -> dict[str, Any]:
@@ -200,9 +247,12 @@ def _tools_prompt(request: ChatRequest) -> str:
         params = ", ".join(t.parameters.get("properties", {}))
         lines.append(f"- {t.name}({params}): {t.description}")
     if "write_file" in names:  # the agent's built-in workspace tool: the example that works
-        thought, call = "I need to save the summary", {
-            "tool": "write_file", "arguments": {"path": "summary.md", "content": "# Summary"}}
-        answer = "I wrote summary.md"
+        path = _example_path(request)
+        title = path.rsplit("/", 1)[-1].rsplit(".", 1)[0].replace("_", " ").replace("-", " ")
+        thought, call = f"I need to save my work to {path}", {
+            "tool": "write_file", "arguments": {"path": path, "content": f"# {title.title()}\n\n"
+                                                + _first_sentence(request)}}
+        answer = f"I wrote {path}"
     else:
         first = request.tools[0]
         thought = f"I need to call {first.name}"
@@ -220,6 +270,8 @@ def to_chat_messages(request: ChatRequest) -> list[dict[str, str]]:
     extra = _tools_prompt(request) if request.tools else ""
     if request.json_schema is not None and not request.tools:
         extra = "Answer with JSON only, matching this schema: " + json.dumps(request.json_schema)
+    if not request.tools and any(m.role == "tool" for m in request.messages):
+        return _answer_messages(request, extra)
     for m in request.messages:
         if m.role == "assistant" and m.tool_calls:
             for c in m.tool_calls:
@@ -237,6 +289,56 @@ def to_chat_messages(request: ChatRequest) -> list[dict[str, str]]:
         else:
             out.insert(0, {"role": "system", "content": extra})
     return out
+
+
+def _answer_messages(request: ChatRequest, extra: str) -> list[dict[str, str]]:
+    """The transcript of a request that offers no tools after tool turns: the turns folded
+    into a short recap in plain words. Shown as action JSON, the model imitates it and
+    "answers" with one more tool call written as text; shown verbatim, it parrots the tool
+    results ("wrote 7 characters to ...")."""
+    out: list[dict[str, str]] = []
+    recap: list[str] = []
+    calls: dict[str, tuple[str, dict[str, Any]]] = {}
+    seen: set[str] = set()
+    for m in request.messages:
+        if m.role == "assistant" and m.tool_calls:
+            for c in m.tool_calls:
+                calls[c.id] = (c.name, c.arguments)
+        elif m.role == "tool":
+            name, args = calls.get(m.tool_call_id or "", (m.name or "a tool", {}))
+            signature = name + json.dumps(args, sort_keys=True, default=str)
+            if signature in seen:  # a repeated call adds nothing to the recap
+                continue
+            seen.add(signature)
+            recap.append(_recap_line(name, args, m.content))
+        elif m.role == "user" and recap:
+            recap.append(f"The user said: {m.content}")
+        elif m.role != "assistant":
+            out.append({"role": m.role, "content": m.content})
+    last = ("\n".join(recap) + "\n\n" if recap else "")
+    last += ("Now write your final answer for the user in plain sentences (no JSON, no "
+             "tool calls): what you made and what it contains.")
+    if extra:  # structured output: the schema instruction still applies
+        last += "\n" + extra
+    if out and out[-1]["role"] == "user":
+        out[-1] = {"role": "user", "content": out[-1]["content"] + "\n\n" + last}
+    else:
+        out.append({"role": "user", "content": last})
+    return out
+
+
+def _recap_line(name: str, args: dict[str, Any], result: str) -> str:
+    path = str(args.get("path", "") or ".")
+    if result.startswith("error:"):
+        return f"{name} failed: {result[6:].strip()[:200]}"
+    if name == "write_file":
+        return f"You saved {path}."
+    if name == "read_file":
+        return f"You read {path}:\n{result[:300]}"
+    if name == "list_files":
+        return f"The files in {path}: {result[:300]}"
+    shown = ", ".join(f"{k}={str(v)[:60]!r}" for k, v in args.items())
+    return f"{name}({shown}) returned: {result[:300]}"
 
 
 class LocalProvider(Provider):
@@ -313,6 +415,11 @@ class LocalProvider(Provider):
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
+            partial = _cut_off_answer(text) if request.json_schema is None else None
+            if partial is not None:
+                # A prose answer cut off is still an answer: kept, and flagged as such.
+                return ChatResponse(text=partial, usage=usage, model=request.model or "local",
+                                    finish_reason="length")
             # grammar-constrained output only fails to parse when cut off by max_tokens
             with self._cut_off_lock:
                 self._cut_off[key] = failures + 1
@@ -331,9 +438,31 @@ class LocalProvider(Provider):
         if action.get("tool") == FINAL_ANSWER:
             answer = action.get("answer")
             text = answer if isinstance(answer, str) else json.dumps(answer)
-            return ChatResponse(text=text, usage=usage, model=request.model or "local")
+            return ChatResponse(text=text, usage=usage, model=request.model or "local",
+                                finish_reason=finish)
         call = ToolCall(id=f"call_{next(self._ids)}", name=str(action.get("tool")),
                         arguments=action.get("arguments") or {})
         # the thought travels as the assistant text, so the transcript keeps it
         return ChatResponse(text=thought, tool_calls=[call], usage=usage,
                             model=request.model or "local", finish_reason="tool_calls")
+
+
+_ANSWER_START = re.compile(r'"tool"\s*:\s*"' + FINAL_ANSWER + r'"\s*,\s*"answer"\s*:\s*"')
+
+
+def _cut_off_answer(text: str) -> str | None:
+    """The prose of a final-answer action cut off inside its answer string, or None (a tool
+    call or a structured answer cut off is not usable)."""
+    match = _ANSWER_START.search(text)
+    if match is None:
+        return None
+    raw = text[match.end():]
+    while raw:
+        try:
+            answer = json.loads('"' + raw + '"')
+            break
+        except json.JSONDecodeError:
+            raw = raw[:-1]  # an escape sequence cut in half
+    else:
+        return None
+    return answer.strip() or None
