@@ -47,11 +47,19 @@ def serve_command(
         "--max-body-bytes", min=1024, help="Largest request body accepted.")] = 2 * 1024 * 1024,
     max_tasks: Annotated[int, typer.Option(
         "--max-tasks", min=1, help="Most tasks in one plan.")] = 1000,
+    backend: Annotated[str, typer.Option(
+        "--backend", help="Where tasks run: local (this process) or ray.")] = "local",
+    ray_address: Annotated[Optional[str], typer.Option(
+        "--ray-address", help="With --backend ray: the cluster to join (default: start a "
+        "local Ray).", show_default=False)] = None,
     log_level: Annotated[str, typer.Option("--log-level")] = "info",
 ) -> None:
     """Serve the HTTP API (see /docs) and the live dashboard (/) for many executions at once."""
-    from ._exceptions import UsageError
-    from .server import Limits, check_bind, create_app, serve
+    from ._exceptions import ParallelAgentsError, UsageError
+    from .backends import resolve_backend
+    from .cli_coordinator import _planner
+    from .coordinator import Coordinator
+    from .server import CoordinatorPlanner, Limits, check_bind, create_app, serve
 
     token = token or os.environ.get(TOKEN_ENV) or None
     sessions = _parse_sessions(session or [])
@@ -62,7 +70,17 @@ def serve_command(
         check_bind(host, token, sessions)
     except UsageError as exc:
         _fail(str(exc))
-    app = create_app(token=token, session_tokens=sessions,
+    try:
+        # One backend for every execution: a Ray backend starts (or joins) Ray once.
+        shared_backend = resolve_backend(backend, ray_address=ray_address)
+        # Request texts are planned like `parallel-agents run "..."`: the model named by
+        # $PARALLEL_AGENTS_MODEL, or the keyword analysis (PARALLEL_AGENTS_PLANNER=keywords).
+        provider, planner_model, _ = _planner()
+    except ParallelAgentsError as exc:
+        _fail(str(exc))
+    planner = CoordinatorPlanner(Coordinator(provider, planner_model=planner_model))
+    app = create_app(token=token, session_tokens=sessions, planner=planner,
+                     executor_options={"backend": shared_backend},
                      limits=Limits(max_body_bytes=max_body_bytes, max_tasks=max_tasks))
     shown = f"[{host}]" if ":" in host else host
     auth = " (paste your token in the page, or open it with #token=YOUR_TOKEN)" \

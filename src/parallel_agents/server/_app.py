@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette.sse import EventSourceResponse
 
 from .. import __version__
+from ..backends import Backend
 from ..plan import Plan
 from ._errors import ApiError, error_response, install_error_handlers
 from ._manager import ExecutionManager, Principal, check_plan_size
@@ -260,6 +261,10 @@ def create_app(
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
         await manager.shutdown()
+        # A backend shared by every execution (`serve --backend ray`) is released once, here.
+        backend = (executor_options or {}).get("backend")
+        if isinstance(backend, Backend):
+            await backend.close()
 
     app = FastAPI(
         title="parallel-agents gateway",
