@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from importlib import resources
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Query
@@ -227,6 +228,7 @@ def create_app(
     token: str | None = None,
     session_tokens: Mapping[str, str] | None = None,
     store: ExecutionStore | None = None,
+    run_store: str | Path | None = None,
     manager: ExecutionManager | None = None,
     planner: Planner | None = None,
     coordinator: Any = None,
@@ -240,6 +242,8 @@ def create_app(
       every execution.
     * **session_tokens** - session name -> token. A session sees only its own executions.
     * **store** - where executions are kept (in memory by default).
+    * **run_store** - a durable store file (`parallel_agents.store`): every execution is a
+      durable run, and executions and their events survive a restart of the server.
     * **planner** - the seam for request texts (`message`) and `/api/chat`.
     * **coordinator** - a `Coordinator`: shorthand for `planner=CoordinatorPlanner(it)`.
     """
@@ -252,8 +256,20 @@ def create_app(
             raise ValueError(f"session {name!r} has an empty token")
     secrets = [t for t in (token, *sessions.values()) if t]
     auth_on = bool(secrets)
+    redactor = Redactor.from_environment(secrets)
+    closers: list[Any] = []
+    if run_store is not None:
+        if store is not None or manager is not None:
+            raise ValueError("give run_store, or store/manager, not both")
+        from ._durable import DurableExecutionStore, RedactingRunStore
+
+        durable = RedactingRunStore(run_store, redactor=redactor.child(()))
+        durable.add_secrets(secrets)
+        store = DurableExecutionStore(durable)
+        executor_options = {**(executor_options or {}), "store": durable}
+        closers += [store.close, durable.close]
     manager = manager or ExecutionManager(
-        store, redactor=Redactor.from_environment(secrets), max_active=limits.max_active,
+        store, redactor=redactor, max_active=limits.max_active,
         executor_options=executor_options)
     metrics = GatewayMetrics(manager)
 
@@ -265,6 +281,8 @@ def create_app(
         backend = (executor_options or {}).get("backend")
         if isinstance(backend, Backend):
             await backend.close()
+        for close in closers:
+            close()
 
     app = FastAPI(
         title="parallel-agents gateway",

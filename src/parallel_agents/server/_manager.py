@@ -116,7 +116,11 @@ class ExecutionManager:
         execution_id = new_run_id()
         while self.store.get(execution_id) is not None:  # pragma: no cover - 24 random bits
             execution_id = new_run_id()
-        redact = self.redactor.child(plan_secrets(t.env for t in plan.tasks))
+        secrets = plan_secrets(t.env for t in plan.tasks)
+        redact = self.redactor.child(secrets)
+        add_to_store = getattr(options.get("store"), "add_secrets", None)
+        if add_to_store is not None:
+            add_to_store(secrets)  # before the run writes anything to the durable store
         tasks = [redact(_task_view(t)) for t in plan.tasks]
         try:
             estimate = simulate(plan, strategy=executor.strategy).makespan

@@ -81,7 +81,10 @@ class CoordinatorPlanner:
 
         async def run(executor: Executor, execution_id: str) -> tuple[RunResult, dict[str, Any]]:
             if executor.workspace is None:
-                executor.workspace = self.runs_dir / execution_id
+                # With a durable store, next to it (where the store puts plain runs too).
+                store = getattr(executor, "store", None)
+                root = store.runs_dir if store is not None else self.runs_dir
+                executor.workspace = root / execution_id
             outcome = await coordinator.execute(decomposition, run_id=execution_id,
                                                 executor=executor)
             return outcome.run, {
