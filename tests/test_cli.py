@@ -362,7 +362,8 @@ def test_strategy_option_and_human_summary(tmp_path: Path) -> None:
 def test_restaurant_example_runs_in_parallel(tmp_path: Path) -> None:
     root = Path(__file__).resolve().parents[1]
     # The example's commands are relative to the repository root, as `make run` runs them.
-    proc = cli("run", "examples/restaurant.yaml", "--json", cwd=root)
+    proc = cli("run", "examples/restaurant.yaml", "--json", "--store",
+               str(tmp_path / "runs.db"), cwd=root)
     assert proc.returncode == 0, proc.stderr
     data = one_json_object(proc.stdout)
     tasks = data["tasks"]
@@ -371,7 +372,9 @@ def test_restaurant_example_runs_in_parallel(tmp_path: Path) -> None:
     first_end = min(tasks[t]["finished_at"] for t in ("frontend", "backend", "schema"))
     assert max(tasks[t]["started_at"] for t in ("frontend", "backend", "schema")) < first_end
     assert tasks["security-audit"]["started_at"] >= tasks["backend"]["finished_at"]
-    # The audit's stand-in agent read the backend's output from its stdin inputs.
-    assert "built on: backend" in tasks["security-audit"]["output"]
+    # The audit's stand-in agent read the backend's output from its stdin inputs and wrote
+    # its artifact into the run's workspace.
+    artifact = Path(data["workspace"]) / "security-audit.md"
+    assert "built on: backend" in artifact.read_text()
     assert data["critical_path"] == ["backend", "security-audit"]
     assert data["speedup"] > 1.2

@@ -6,6 +6,8 @@ The tree::
     ├── PlanError            a plan failed validation; .problems lists every problem found
     │   └── CycleError       the dependency graph has a cycle; .cycle is the path a -> b -> a
     ├── UsageError           the caller misused the API or the CLI (bad option, bad state)
+    ├── StoreError           the run store cannot be used (not ours, corrupted, newer schema)
+    │   └── RunLockedError   another live process owns the run (resume it once, not twice)
     └── TaskError            raised *inside* an agent to fail one attempt
         ├── TaskTimeout      the attempt ran past its timeout_sec
         └── NonRetryableError  retrying will not help (bad request, missing program, ...)
@@ -24,6 +26,8 @@ __all__ = [
     "PlanProblem",
     "CycleError",
     "UsageError",
+    "StoreError",
+    "RunLockedError",
     "TaskError",
     "TaskTimeout",
     "NonRetryableError",
@@ -74,6 +78,18 @@ class CycleError(PlanError):
 
 class UsageError(ParallelAgentsError):
     """The API or CLI was used wrongly; the message says how to use it instead."""
+
+
+class StoreError(ParallelAgentsError):
+    """The run store cannot be opened or used; the message names the file and what to do.
+
+    A file that is not a parallel-agents store is never modified: the error asks the user to
+    choose another path rather than risk someone else's data.
+    """
+
+
+class RunLockedError(StoreError):
+    """Another live process holds the run's lease (it is running or resuming it)."""
 
 
 class TaskError(ParallelAgentsError):

@@ -68,7 +68,7 @@ def _exit_code(result: RunResult) -> int:
     return EXIT_FAILED
 
 
-async def _execute(executor: Executor, plan: Plan) -> RunResult:
+async def _execute(executor: Executor, plan: Plan | None, resume_id: str | None = None) -> RunResult:
     loop = asyncio.get_running_loop()
     presses = 0
 
@@ -88,6 +88,9 @@ async def _execute(executor: Executor, plan: Plan) -> RunResult:
         except (NotImplementedError, RuntimeError):  # pragma: no cover - not on Unix
             pass
     try:
+        if resume_id is not None:
+            return await executor.resume(resume_id)
+        assert plan is not None
         return await executor.execute(plan)
     finally:
         await executor.aclose()
@@ -136,10 +139,21 @@ def run_command(
     show_plan: Annotated[bool, typer.Option(
         "--show-plan", help="With a request: print the plan and predicted timeline, run "
         "nothing.")] = False,
+    store_path: Annotated[Optional[str], typer.Option(
+        "--store", help="Run store file (default: $PARALLEL_AGENTS_STORE or "
+                        ".parallel_agents/runs.db).")] = None,
+    no_store: Annotated[bool, typer.Option(
+        "--no-store", help="Keep the run in memory only (no resume, cache or workspace).")] = False,
+    cache: Annotated[bool, typer.Option(
+        "--cache", help="Reuse stored outputs of identical tasks (as if every task had cache: true).")] = False,
+    rollback: Annotated[bool, typer.Option(
+        "--rollback-on-failure", help="If the run fails, restore its workspace to the last checkpoint.")] = False,
 ) -> None:
     """Run a plan file, or a request in words (the coordinator plans it, agents run it)."""
     if strategy is not None and strategy not in STRATEGIES:
         _fail_usage(f"unknown strategy {strategy!r}: use one of {', '.join(STRATEGIES)}")
+    if no_store and (cache or rollback or store_path):
+        _fail_usage("--no-store cannot be combined with --store, --cache or --rollback-on-failure")
     from . import cli_coordinator
 
     if cli_coordinator.looks_like_request(plan_file):
@@ -155,11 +169,13 @@ def run_command(
     setup = cli_ui.setup_run(plan_file, config_file=config_file, max_workers=max_workers,
                              strategy=strategy, fail_fast=fail_fast)
     plan = setup.plan
+    store = None if no_store else cli_store.open_store(store_path)
     try:
         executor = Executor(strategy=setup.strategy,  # type: ignore[arg-type]
                             max_workers=setup.max_workers, fail_fast=setup.fail_fast, seed=seed,
                             budget_usd=budget, record_dir=record, replay_dir=replay,
-                            workspace=workspace, backend=backend, ray_address=ray_address)
+                            workspace=workspace, backend=backend, ray_address=ray_address,
+                            store=store, cache=cache, rollback_on_failure=rollback)
     except UsageError as exc:
         _fail_usage(str(exc))
     progress = None
@@ -175,11 +191,20 @@ def run_command(
     finally:
         if isinstance(progress, LiveProgress):
             progress.stop()
+        if store is not None:
+            store.close()
+    _finish(result, as_json=as_json, quiet=quiet, plan=plan, max_workers=setup.max_workers)
+
+
+def _finish(result: RunResult, *, as_json: bool, quiet: bool, plan: Plan | None = None,
+            max_workers: int | None = None) -> None:
+    """Print the --json summary and/or the table, and exit with the run's code."""
     if as_json:
         record = result.to_dict()
         # The plan and the limit make the record self-sufficient for `report` and what-ifs.
-        record["max_workers"] = setup.max_workers
-        record["plan"] = plan.describe()
+        record["max_workers"] = max_workers
+        if plan is not None:
+            record["plan"] = plan.describe()
         sys.stdout.write(json.dumps(record, default=_json_default) + "\n")
         sys.stdout.flush()
     if not quiet:
@@ -196,9 +221,11 @@ def _json_default(value: Any) -> Any:
 
 
 from . import cli_server  # noqa: E402 - commands in their own modules register themselves
+from . import cli_store  # noqa: E402
 
 cli_server.register(app)
 cli_ui.register(app)
+cli_store.register(app)
 
 
 def main() -> None:

@@ -49,6 +49,7 @@ from .pricing import PriceTable, sum_usage
 from .providers.base import Provider, split_model
 from .results import AttemptRecord, RunResult, TaskResult
 from .roles import llm_settings
+from .store import DurableRun, RunOptions, RunStore, StoredRun, plan_from_store
 
 __all__ = ["Executor", "run", "new_run_id"]
 
@@ -109,6 +110,11 @@ class Executor:
 
     A non-local backend holds workers: close it with `await executor.aclose()` or use
     `async with Executor(...) as executor:` (`pa.run` does this for you).
+    * **store** - a `RunStore` (or its path): the run is recorded durably and can be resumed
+      with `resume(run_id)`; a task counts as succeeded only once its output is committed.
+    * **cache** - with a store, reuse stored outputs for every task (not only `cache: true`).
+    * **rollback_on_failure** - with a store, restore the run's workspace to its last
+      checkpoint when the run does not succeed.
     """
 
     def __init__(
@@ -127,6 +133,9 @@ class Executor:
         replay_dir: str | Path | None = None,
         backend: str | Backend = "local",
         ray_address: str | None = None,
+        store: RunStore | str | Path | None = None,
+        cache: bool = False,
+        rollback_on_failure: bool = False,
     ) -> None:
         if max_workers is not None and max_workers < 1:
             raise UsageError(f"max_workers must be at least 1, got {max_workers}")
@@ -155,6 +164,12 @@ class Executor:
         self._backend_started = False
         self._subscribers: list[Callable[[Event], None]] = [on_event] if on_event else []
         self._active: set[_Run] = set()
+        # -- durability (store/) --
+        self.store = store if isinstance(store, RunStore) or store is None else RunStore(store)
+        if (cache or rollback_on_failure) and self.store is None:
+            raise UsageError("cache and rollback_on_failure need a store: pass store=PATH")
+        self.cache = cache
+        self.rollback_on_failure = rollback_on_failure
 
     def subscribe(self, fn: Callable[[Event], None]) -> Callable[[], None]:
         """Call `fn(event)` for every event of every run this executor starts from now on."""
@@ -171,10 +186,7 @@ class Executor:
         strategy = self.strategy or plan.strategy or "dependency"
         _check_strategy(plan, strategy)
         _check_llm_tasks(plan, self)
-        if not self._backend_started:
-            await self.backend.start()
-            self._backend_started = True
-        await self.backend.prepare(plan)
+        await self._start_backend(plan)
         run = _Run(self, plan, strategy, run_id or new_run_id())
         self._active.add(run)
         try:
@@ -197,10 +209,7 @@ class Executor:
             raise UsageError(f"a streamed plan runs with the dependency or sequential "
                              f"strategy, not {strategy!r}")
         _check_llm_tasks(plan, self)
-        if not self._backend_started:
-            await self.backend.start()
-            self._backend_started = True
-        await self.backend.prepare(plan)
+        await self._start_backend(plan)
         run = _Run(self, plan, strategy, run_id or new_run_id(), open_ended=True)
         self._active.add(run)
         feeder = asyncio.ensure_future(run.feed(updates))
@@ -209,6 +218,40 @@ class Executor:
         finally:
             feeder.cancel()
             self._active.discard(run)
+
+    async def resume(self, run_id: str, *, plan: Plan | None = None) -> RunResult:
+        """Finish a stored run that was interrupted: succeeded tasks are never run again.
+
+        Attempts that were running when the process died are recorded as `interrupted`; they
+        count against `max_retries`. Plans with Python function tasks cannot be reloaded from
+        the store: pass the same `plan` again. Raises `RunLockedError` if another live
+        process owns the run.
+        """
+        if self.store is None:
+            raise UsageError("resume needs a store: Executor(store=PATH).resume(run_id)")
+        self.store.acquire(run_id)  # before reading: nobody else may change the run now
+        try:
+            saved = self.store.load_run(run_id)
+            plan = plan_from_store(saved, plan)
+            options = RunOptions.from_dict(saved.options)
+            _check_strategy(plan, options.strategy)
+            _check_llm_tasks(plan, self)
+            await self._start_backend(plan)
+            run = _Run(self, plan, options.strategy, run_id, resumed=saved, options=options)
+        except BaseException:
+            self.store.release(run_id)
+            raise
+        self._active.add(run)
+        try:
+            return await run.go()
+        finally:
+            self._active.discard(run)
+
+    async def _start_backend(self, plan: Plan) -> None:
+        if not self._backend_started:
+            await self.backend.start()
+            self._backend_started = True
+        await self.backend.prepare(plan)
 
     def cancel(self, reason: str = "cancelled by user") -> None:
         """Stop every active run: running tasks are cancelled, queued ones never start."""
@@ -241,14 +284,37 @@ def run(plan: Plan, **options: Any) -> RunResult:
 class _Run:
     """One execution of one plan."""
 
-    def __init__(self, executor: Executor, plan: Plan, strategy: str, run_id: str,
-                 *, open_ended: bool = False) -> None:
+    def __init__(self, executor: Executor, plan: Plan, strategy: str, run_id: str, *,
+                 open_ended: bool = False, resumed: StoredRun | None = None,
+                 options: RunOptions | None = None) -> None:
         self.executor = executor
         self.plan = plan
         self.strategy = strategy
         self.run_id = run_id
         self.bus = EventBus(list(executor._subscribers))
-        rng = random.Random(executor.seed) if executor.seed is not None else random.Random()
+        # -- durability (store/): a resumed run keeps the options it was started with --
+        self.options = options or RunOptions(
+            strategy, executor.max_workers, executor.fail_fast, executor.cache,
+            executor.rollback_on_failure, executor.seed)
+        self.resumed = resumed
+        self.durable: DurableRun | None = None
+        self.workspace = executor.workspace
+        self.results: dict[str, TaskResult] = {
+            t.id: TaskResult(id=t.id, pool=t.pool) for t in plan.tasks
+        }
+        succeeded: set[str] = set()
+        prior: dict[str, int] = {}
+        if executor.store is not None:
+            self.durable = DurableRun(executor.store, run_id, plan, self.options,
+                                      workspace=executor.workspace, resumed=resumed)
+            self.workspace = self.durable.workspace_path
+            self.bus.subscribers.insert(0, self.durable.on_event)
+            if resumed is not None:
+                self.bus.seq = resumed.last_seq
+                succeeded, prior = self.durable.restore(self.results, time.time())
+        seed = self.options.seed
+        rng = random.Random(seed) if seed is not None else random.Random()
+        # -- budget: the worst case of each LLM task's first call gates its start --
         limit = executor.budget_usd if executor.budget_usd is not None else plan.budget_usd
         self.budget = Budget(limit) if limit is not None else None
         costs: dict[str, float] = {}
@@ -259,13 +325,11 @@ class _Run:
                     costs[t.id] = start_cost(t, plan, prices) or 0.0
         self.scheduler = Scheduler(
             plan, strategy=strategy,  # type: ignore[arg-type]
-            max_workers=executor.max_workers, fail_fast=executor.fail_fast, rng=rng,
+            max_workers=self.options.max_workers, fail_fast=self.options.fail_fast, rng=rng,
+            already_succeeded=succeeded, prior_attempts=prior,
             budget=self.budget, start_cost=costs, open_ended=open_ended,
         )
         self.feed_error: str | None = None
-        self.results: dict[str, TaskResult] = {
-            t.id: TaskResult(id=t.id, pool=t.pool) for t in plan.tasks
-        }
         # Per-task policy, resolved once per task on its first attempt (hot path).
         self._prepared: dict[str, tuple[Any, float | None, Agent | None]] = {}
         self.inflight: dict[str, asyncio.Task[None]] = {}
@@ -293,8 +357,17 @@ class _Run:
     # -- the loop ------------------------------------------------------------------------
     async def go(self) -> RunResult:
         started = self.now()
+        if self.durable is not None:
+            self.durable.begin()  # records the run (or checks the lease) before anything runs
         self.emit("run_started", data={"plan": self.plan.name, "tasks": len(self.plan.tasks),
-                                       "strategy": self.strategy})
+                                       "strategy": self.strategy,
+                                       **({"resumed": True} if self.resumed else {})})
+        if self.durable is not None and self.resumed is not None:
+            started = self.resumed.created_at
+            for task_id in self.durable.missing_success_events():
+                # Committed just before the crash, acknowledged never: complete the stream.
+                self.emit("task_succeeded", task_id, attempt=self.results[task_id].attempts,
+                          data={"recovered": True})
         self.pump()
         try:
             await asyncio.shield(self.done)
@@ -305,7 +378,11 @@ class _Run:
                 await asyncio.wait([self.done], timeout=30)
             raise
         finished = self.now()
-        return self._result(started, finished, self.done.result())
+        result = self._result(started, finished, self.done.result())
+        if self.durable is not None:
+            result.workspace = str(self.workspace)
+            result.rollback = await self.durable.finish(result.status, result.to_dict())
+        return result
 
     def cancel(self, reason: str) -> None:
         if self.done.done() or self.cancel_reason is not None:
@@ -381,6 +458,8 @@ class _Run:
         result.status = "running"
         record = AttemptRecord(attempt, self._wall0 + (time.perf_counter() - self._perf0))
         result.history.append(record)
+        if self.durable is not None:
+            self.durable.attempt_started(task_id, record)
         if self.bus.subscribers:
             self.emit("task_started", task_id, attempt=attempt)
         self.inflight[task_id] = self.loop.create_task(self._attempt(task_id, record))
@@ -427,17 +506,22 @@ class _Run:
         ctx = TaskContext(
             task=task, run_id=self.run_id, attempt=record.attempt,
             inputs={d: self.results[d].output for d in task.depends_on},
-            workspace=self.executor.workspace,
+            workspace=self.workspace,
             plan=self.plan, budget=self.budget,
             _report=lambda msg, frac: self.emit(
                 "task_progress", task_id, attempt=record.attempt, message=msg,
                 data=None if frac is None else {"fraction": frac}),
         )
         event: TaskSucceeded | TaskFailed | TaskCancelled
+        key, hit, attempt_cost = None, None, 0.0
         try:
             if agent is None:
                 raise TaskError(f"no agent for tasks of kind {task.kind!r}", retryable=False)
-            if timeout is None:
+            if self.durable is not None and self.durable.caches(task):
+                key, hit, _ = self.durable.cache_lookup(task, ctx.inputs)
+            if hit is not None:
+                output = hit
+            elif timeout is None:
                 output = await self.run_agent(agent, task, ctx)
             else:
                 try:
@@ -481,7 +565,9 @@ class _Run:
         else:
             record.finished_at = self.now()
             record.outcome = "succeeded"
+            result.cached = hit is not None
             if isinstance(output, TaskOutput):
+                attempt_cost = output.cost_usd
                 result.usage = _add_usage(result.usage, output.usage)
                 result.cost_usd += output.cost_usd
                 result.files = output.files
@@ -490,6 +576,8 @@ class _Run:
             result.status = "succeeded"
             result.error = None
             event = TaskSucceeded(task_id)
+        if self.durable is not None:
+            event = await self._record_attempt(task_id, record, result, event, key, attempt_cost)
         self.inflight.pop(task_id, None)
         self.cancelling.discard(task_id)
         if isinstance(event, TaskSucceeded):
@@ -497,6 +585,8 @@ class _Run:
             if result.usage or result.cost_usd:
                 data["cost_usd"] = round(result.cost_usd, 8)  # the live display sums it
                 data["usage"] = dict(result.usage)
+            if result.cached:
+                data["cached"] = True
             self.emit("task_succeeded", task_id, attempt=record.attempt, data=data)
         elif isinstance(event, TaskCancelled):
             result.status = "cancelled"
@@ -512,6 +602,39 @@ class _Run:
         if isinstance(partial, TaskOutput):
             result.usage = _add_usage(result.usage, partial.usage)
             result.cost_usd += partial.cost_usd
+    # -- durability (store/) -------------------------------------------------------------
+    async def _record_attempt(
+        self, task_id: str, record: AttemptRecord, result: TaskResult,
+        event: TaskSucceeded | TaskFailed | TaskCancelled, key: str | None, cost: float,
+    ) -> TaskSucceeded | TaskFailed | TaskCancelled:
+        """Store the attempt; a success is acknowledged only once its output is committed."""
+        assert self.durable is not None
+        if not isinstance(event, TaskSucceeded):
+            self.durable.attempt_finished(task_id, record)
+            return event
+        commit = self.durable.commit_success(task_id, record, result, key, result.cached, cost)
+        error: BaseException | None = None
+        while True:
+            try:
+                await commit
+                break
+            except asyncio.CancelledError:
+                # The work is done and its commit is queued: finish that rather than lose it.
+                current = asyncio.current_task()
+                if current is not None:
+                    current.uncancel()
+                if commit.cancelled():
+                    commit = self.durable.store.commit("noop", ())  # after everything queued
+            except Exception as exc:  # noqa: BLE001 - the store failed: the attempt did too
+                error = exc
+                break
+        if error is None:
+            return event
+        record.outcome = "failed"
+        record.error = f"the output could not be committed: {error}"
+        result.status, result.output, result.cached = "running", None, False
+        self.durable.attempt_finished(task_id, record)
+        return TaskFailed(task_id, record.error)
 
     # -- the result ----------------------------------------------------------------------
     def _result(self, started: float, finished: float, status: str) -> RunResult:

@@ -157,6 +157,8 @@ class Task(BaseModel):
     command: tuple[str, ...] | None = None
     env: dict[str, str] = Field(default_factory=dict)
     stage: str | None = None
+    #: reuse the stored output of an identical earlier task (same definition and inputs)
+    cache: bool = False
     run: Callable[..., Any] | None = Field(default=None, exclude=True, repr=False)
     # -- LLM tasks (kind "llm"): an agent role and a prompt; see docs/llm-agents.md -------
     agent: str | None = Field(default=None, min_length=1, description="Role name, e.g. backend.")

@@ -40,6 +40,8 @@ class TaskResult:
     usage: dict[str, int] = field(default_factory=dict)
     cost_usd: float = 0.0
     files: list[str] = field(default_factory=list)
+    #: the output was reused from the result cache instead of running the task
+    cached: bool = False
 
     @property
     def attempts(self) -> int:
@@ -76,6 +78,8 @@ class TaskResult:
             out["cost_usd"] = self.cost_usd
         if self.files:
             out["files"] = self.files
+        if self.cached:
+            out["cached"] = True
         return out
 
 
@@ -103,6 +107,10 @@ class RunResult:
     cost_by_pool: dict[str, float] = field(default_factory=dict)
     cost_by_agent: dict[str, float] = field(default_factory=dict)
     budget_usd: float | None = None
+    #: the run's workspace directory (durable runs)
+    workspace: str | None = None
+    #: what --rollback-on-failure restored: {"checkpoint", "removed", "restored"}
+    rollback: dict[str, Any] | None = None
 
     @property
     def succeeded(self) -> bool:
@@ -113,7 +121,7 @@ class RunResult:
 
     def to_dict(self) -> dict[str, Any]:
         """The `--json` summary (the CLI contract)."""
-        return {
+        out: dict[str, Any] = {
             "run_id": self.run_id,
             "status": self.status,
             "strategy": self.strategy,
@@ -137,3 +145,12 @@ class RunResult:
             "budget_usd": self.budget_usd,
             "tasks": {tid: t.to_dict() for tid, t in self.tasks.items()},
         }
+        # Durable runs only (see store/): absent keys keep the in-memory summary unchanged.
+        cached = sum(1 for t in self.tasks.values() if t.cached)
+        if cached:
+            out["cached"] = cached
+        if self.workspace is not None:
+            out["workspace"] = self.workspace
+        if self.rollback is not None:
+            out["rollback"] = self.rollback
+        return out

@@ -78,10 +78,16 @@ def test_dashboard_runs_a_plan_and_draws_a_live_gantt(page: Page, page_server: S
     expect(page.locator("#exec-status")).to_have_text("succeeded", timeout=30_000)
     expect(page.locator(".bar.succeeded")).to_have_count(4)
     # backend starts after schema ends: its bar begins right of schema's.
-    left = {t: page.eval_on_selector(f'.row[data-task="{t}"] .bar',
-                                     "el => el.getBoundingClientRect().left")
-            for t in ("schema", "backend", "audit")}
-    assert left["schema"] < left["backend"] < left["audit"]
+    # Measured in one page-side evaluation: the page re-renders rows as events arrive, so
+    # a bar queried in one call can be detached (left 0) by the next.
+    page.wait_for_function("""() => {
+        const left = t => {
+            const bar = document.querySelector(`.row[data-task="${t}"] .bar`);
+            return bar && bar.isConnected ? bar.getBoundingClientRect().left : -1;
+        };
+        const s = left("schema"), b = left("backend"), a = left("audit");
+        return s >= 0 && s < b && b < a;
+    }""", timeout=10_000)
     expect(page.locator("#figures")).to_contain_text("speedup")
     expect(page.locator("#figures")).to_contain_text("x")  # the speedup has arrived
 

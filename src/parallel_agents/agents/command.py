@@ -24,6 +24,16 @@ __all__ = ["CommandAgent"]
 _STDERR_TAIL = 2000
 
 
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    """Linux: SIGKILL the program if the runner dies (kill -9), so a crashed run leaves no
+    agent behind spending money or writing files while `resume` starts it again."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        with contextlib.suppress(Exception):
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 def _kill_group(pgid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
@@ -63,6 +73,7 @@ class CommandAgent(Agent):
                 stderr=asyncio.subprocess.PIPE,
                 env=env,
                 start_new_session=True,  # its own session, hence its own process group
+                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
             )
         except FileNotFoundError:
             raise NonRetryableError(

@@ -1,0 +1,157 @@
+"""CLI commands over the run store: `resume`, `status`, `list`.
+
+`register(app)` adds them to the main Typer app; `open_store()` is shared with `run`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ._exceptions import ParallelAgentsError, StoreError
+from .progress import LinePrinter
+from .store import RunStore, default_store_path
+
+__all__ = ["register", "open_store"]
+
+_STORE_HELP = "Run store file (default: $PARALLEL_AGENTS_STORE or .parallel_agents/runs.db)."
+
+
+def open_store(path: str | None, *, must_exist: bool = False) -> RunStore:
+    """Open the store or exit 2 with the store's own explanation."""
+    from . import cli
+
+    target = default_store_path(path)
+    if must_exist and not target.exists():
+        cli._fail_usage(f"no run store at {target}; run a plan first, or point to the store "
+                        "with --store PATH (or PARALLEL_AGENTS_STORE)")
+    try:
+        return RunStore(target)
+    except StoreError as exc:
+        cli._fail_usage(str(exc))
+    raise AssertionError("unreachable")
+
+
+def _when(ts: float | None) -> str:
+    return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def _dump(data: Any) -> None:
+    from .cli import _json_default
+
+    sys.stdout.write(json.dumps(data, default=_json_default) + "\n")
+    sys.stdout.flush()
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("resume")
+    def resume_command(
+        run_id: Annotated[str, typer.Argument(metavar="RUN_ID", help="The run to finish.")],
+        store_path: Annotated[Optional[str], typer.Option("--store", help=_STORE_HELP)] = None,
+        as_json: Annotated[bool, typer.Option(
+            "--json", help="Print one JSON summary on stdout at the end (as `run --json`).")] = False,
+        quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    ) -> None:
+        """Finish an interrupted run: succeeded tasks are kept, never run again."""
+        from . import cli
+        from .executor import Executor
+
+        store = open_store(store_path, must_exist=True)
+        executor = Executor(store=store)
+        if not quiet:
+            executor.subscribe(LinePrinter(cli.err))
+        try:
+            result = asyncio.run(cli._execute(executor, None, resume_id=run_id))
+        except ParallelAgentsError as exc:
+            cli._fail_usage(str(exc))
+        finally:
+            store.close()
+        cli._finish(result, as_json=as_json, quiet=quiet)
+
+    @app.command("status")
+    def status_command(
+        run_id: Annotated[str, typer.Argument(metavar="RUN_ID", help="The run to show.")],
+        store_path: Annotated[Optional[str], typer.Option("--store", help=_STORE_HELP)] = None,
+        as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
+    ) -> None:
+        """Show one stored run: its status, tasks and attempts."""
+        from . import cli
+
+        store = open_store(store_path, must_exist=True)
+        try:
+            saved = store.load_run(run_id)
+        except StoreError as exc:
+            cli._fail_usage(str(exc))
+        finally:
+            store.close()
+        counts: dict[str, int] = {}
+        tasks: dict[str, Any] = {}
+        for tid, info in saved.tasks.items():
+            status = "succeeded" if tid in saved.outputs else info["status"]
+            attempts = saved.attempts.get(tid, [])
+            if status == "pending" and attempts and attempts[-1].outcome == "running":
+                status = "running" if saved.owner_state() == "alive" else "interrupted"
+            counts[status] = counts.get(status, 0) + 1
+            tasks[tid] = {"status": status, "pool": info["pool"], "attempts": len(attempts),
+                          "cached": info["cached"], "error": info["error"]}
+        data = {
+            "run_id": saved.id, "plan": saved.plan_name, "status": saved.display_status(),
+            "created_at": saved.created_at, "updated_at": saved.updated_at,
+            "finished_at": saved.finished_at, "workspace": saved.workspace,
+            "owner": None if saved.owner_pid is None else {
+                "pid": saved.owner_pid, "host": saved.owner_host,
+                "heartbeat_at": saved.heartbeat_at, "state": saved.owner_state()},
+            "options": saved.options, "counts": counts, "events": saved.last_seq, "tasks": tasks,
+        }
+        if as_json:
+            _dump(data)
+            raise typer.Exit(0)
+        out = Console(highlight=False)
+        out.print(f"run {saved.id} ({saved.plan_name}): {data['status']}", markup=False)
+        out.print(f"started {_when(saved.created_at)}, finished {_when(saved.finished_at)}; "
+                  f"{saved.last_seq} events; workspace {saved.workspace}", markup=False)
+        out.print("tasks: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())),
+                  markup=False)
+        if data["status"] == "interrupted":
+            out.print(f"resume it with: parallel-agents resume {saved.id}", markup=False)
+        table = Table(show_header=True)
+        for col in ("task", "pool", "status", "attempts", "error"):
+            table.add_column(col)
+        for tid, t in tasks.items():
+            status = t["status"] + (" (cached)" if t["cached"] else "")
+            table.add_row(tid, t["pool"], status, str(t["attempts"]), (t["error"] or "")[:80])
+        out.print(table)
+
+    @app.command("list")
+    def list_command(
+        store_path: Annotated[Optional[str], typer.Option("--store", help=_STORE_HELP)] = None,
+        limit: Annotated[int, typer.Option("--limit", min=1, help="Newest runs to show.")] = 50,
+        as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
+    ) -> None:
+        """List the runs in the store, newest first."""
+        store = open_store(store_path, must_exist=True)
+        try:
+            runs = store.list_runs(limit)
+        except StoreError as exc:
+            from . import cli
+
+            cli._fail_usage(str(exc))
+        finally:
+            store.close()
+        if as_json:
+            _dump(runs)
+            raise typer.Exit(0)
+        table = Table(show_header=True)
+        for col in ("run", "plan", "status", "tasks", "succeeded", "started"):
+            table.add_column(col, no_wrap=col in ("run", "started"))
+        for r in runs:
+            table.add_row(r["run_id"], r["plan"], r["status"], str(r["tasks"]),
+                          str(r["succeeded"]), _when(r["created_at"]))
+        Console(highlight=False).print(table)

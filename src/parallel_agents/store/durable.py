@@ -1,0 +1,260 @@
+"""The executor's side of durability: one `DurableRun` per run, called at a few hooks.
+
+It keeps the executor free of SQL and file I/O. The rule it enforces is the design's: a task
+is succeeded only once its output is committed, so `commit_success` is awaited *before* the
+executor emits `task_succeeded` and tells the scheduler; resume then trusts the store alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .._exceptions import StoreError, UsageError
+from ..agents import TaskOutput
+from ..plan import Plan
+from ..results import AttemptRecord, TaskResult
+from .cache import cache_key
+from .sqlite import RunStore, StoredRun, _dumps
+from .workspace import Workspace
+
+__all__ = ["DurableRun", "RunOptions", "plan_from_store"]
+
+
+@dataclass(slots=True)
+class RunOptions:
+    """The options a run was started with; resume continues with the same ones."""
+
+    strategy: str
+    max_workers: int | None
+    fail_fast: bool
+    cache: bool
+    rollback_on_failure: bool
+    seed: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"strategy": self.strategy, "max_workers": self.max_workers,
+                "fail_fast": self.fail_fast, "cache": self.cache,
+                "rollback_on_failure": self.rollback_on_failure, "seed": self.seed}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunOptions:
+        return cls(strategy=data.get("strategy") or "dependency",
+                   max_workers=data.get("max_workers"), fail_fast=bool(data.get("fail_fast")),
+                   cache=bool(data.get("cache")),
+                   rollback_on_failure=bool(data.get("rollback_on_failure")),
+                   seed=data.get("seed"))
+
+
+def plan_from_store(saved: StoredRun, plan: Plan | None) -> Plan:
+    """The plan to resume: the caller's if given, else the stored one (not for callables)."""
+    if plan is not None:
+        stored_ids = [t["id"] for t in saved.plan.get("tasks", [])]
+        if [t.id for t in plan.tasks] != stored_ids:
+            raise UsageError(
+                f"the plan given to resume run {saved.id} does not match the stored plan "
+                f"(task ids differ); pass the same plan the run was started with"
+            )
+        return plan
+    if saved.has_callables:
+        raise UsageError(
+            f"run {saved.id} has Python function tasks, which cannot be reloaded from the store; "
+            f"resume it from Python with Executor(store=...).resume({saved.id!r}, plan=plan), "
+            f"passing the same plan"
+        )
+    data = {k: v for k, v in saved.plan.items()}
+    return Plan.from_dict(data, source=f"stored plan of run {saved.id}")
+
+
+class DurableRun:
+    """Store + workspace + cache hooks for one run. Created and driven by the executor."""
+
+    def __init__(self, store: RunStore, run_id: str, plan: Plan, options: RunOptions, *,
+                 workspace: Path | None, resumed: StoredRun | None) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.plan = plan
+        self.options = options
+        self.resumed = resumed
+        root = workspace if workspace is not None else store.runs_dir / run_id
+        if resumed is not None and resumed.workspace and workspace is None:
+            root = Path(resumed.workspace)
+        self.workspace_path = root
+        self.workspace: Workspace | None = None
+        # Pipeline stages: tasks not yet ended per stage, for the between-stages checkpoints.
+        self._stage_left: dict[str, int] = {}
+        if options.strategy == "pipeline":
+            for t in plan.tasks:
+                if t.stage is not None:
+                    self._stage_left[t.stage] = self._stage_left.get(t.stage, 0) + 1
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def begin(self) -> None:
+        """Record (or lease) the run before any task starts, and checkpoint the workspace."""
+        if self.resumed is None:
+            self.store.create_run(
+                self.run_id, plan_name=self.plan.name,
+                plan_json=self.plan.model_dump(mode="json", exclude_none=True),
+                options=self.options.to_dict(),
+                has_callables=any(t.run is not None for t in self.plan.tasks),
+                workspace=str(self.workspace_path.resolve()),
+                tasks=[(t.id, t.pool) for t in self.plan.tasks],
+            )
+        else:
+            self.store.acquire(self.run_id)
+        try:
+            self.workspace = Workspace(self.workspace_path, run_id=self.run_id, plan=self.plan,
+                                       strategy=self.options.strategy)
+            if self.resumed is not None:
+                self.workspace.restore_state(
+                    {tid: "succeeded" for tid in self.resumed.outputs},
+                    {tid: len(a) for tid, a in self.resumed.attempts.items()})
+            self.workspace.start("resume" if self.resumed is not None else "start")
+        except OSError as exc:
+            self.store.release(self.run_id)
+            raise StoreError(f"cannot prepare the workspace {self.workspace_path}: {exc}") from None
+
+    def restore(self, results: dict[str, TaskResult], now: float) -> tuple[set[str], dict[str, int]]:
+        """On resume: fill results from the store; mark crashed attempts interrupted.
+
+        Returns (already_succeeded, prior_attempts) for the scheduler.
+        """
+        saved = self.resumed
+        assert saved is not None
+        for tid, attempts in saved.attempts.items():
+            if tid not in results:
+                continue
+            result = results[tid]
+            for a in attempts:
+                record = AttemptRecord(attempt=a.attempt, started_at=a.started_at,
+                                       finished_at=a.finished_at, outcome=a.outcome,
+                                       error=a.error)
+                if a.outcome == "running" and tid not in saved.outputs:
+                    record.outcome = "interrupted"
+                    record.finished_at = max(now, a.started_at)
+                    record.error = "interrupted: the process running the attempt died"
+                    self.attempt_finished(tid, record)
+                result.history.append(record)
+            result.error = result.history[-1].error if result.history else None
+        for tid, out in saved.outputs.items():
+            if tid not in results:
+                continue
+            result = results[tid]
+            result.status = "succeeded"
+            result.output = out["output"]
+            result.usage = out["usage"]
+            result.cost_usd = out["cost_usd"]
+            result.files = out["files"]
+            result.cached = out["cached"]
+            result.error = None
+            for record in result.history:
+                if record.attempt == out["attempt"] and record.outcome == "running":
+                    # Committed, but the process died before recording the attempt's end.
+                    record.outcome = "succeeded"
+                    record.finished_at = record.finished_at or now
+                    self.attempt_finished(tid, record)
+        prior = {tid: len(results[tid].history) for tid in saved.attempts if tid in results}
+        done = set(saved.outputs) & set(results)
+        for tid in done:
+            self._ended(tid)
+        return done, prior
+
+    def _ended(self, task_id: str) -> str | None:
+        """Count a task as ended; return "stage:NAME" if that closes its pipeline stage."""
+        stage = self.plan.task(task_id).stage
+        if stage is None or stage not in self._stage_left:
+            return None
+        self._stage_left[stage] -= 1
+        return f"stage:{stage}" if self._stage_left[stage] == 0 else None
+
+    def missing_success_events(self) -> list[str]:
+        """Tasks committed as succeeded whose `task_succeeded` event the crash lost."""
+        saved = self.resumed
+        if saved is None:
+            return []
+        have = {e.get("task_id") for e in self.store.events(self.run_id)
+                if e.get("kind") == "task_succeeded"}
+        return [tid for tid in saved.outputs if tid not in have]
+
+    async def finish(self, status: str, result_dict: dict[str, Any]) -> dict[str, Any] | None:
+        """Record the result, roll back if asked, release the lease; wait for every write."""
+        rollback = None
+        if self.workspace is not None:
+            rollback = await asyncio.to_thread(
+                self.workspace.close, status, rollback=self.options.rollback_on_failure)
+        now = time.time()
+        self.store.submit("run_update", (status, now, now, _dumps(result_dict), self.run_id))
+        self.store.release(self.run_id)
+        await self.store.wait_committed()
+        return rollback
+
+    # -- events and attempts -------------------------------------------------------------
+    def on_event(self, event: Any) -> None:
+        self.store.submit("event", event)
+        kind = event.kind
+        if self.workspace is not None and kind not in ("task_queued", "task_progress"):
+            self.workspace.on_event(event)
+        if kind in ("task_failed", "task_skipped", "task_cancelled"):
+            status = kind[len("task_"):]
+            self.store.submit("task_status", (status, event.message, 0, event.time,
+                                              self.run_id, event.task_id))
+            stage = self._ended(event.task_id)
+            if stage is not None and self.workspace is not None:
+                # Rare (once per stage) and must precede the next stage's tasks: take it now.
+                self.workspace.checkpoint_now([stage])
+
+    def attempt_started(self, task_id: str, record: AttemptRecord) -> None:
+        self.store.submit("attempt_start", (self.run_id, task_id, record.attempt,
+                                            record.started_at))
+
+    def attempt_finished(self, task_id: str, record: AttemptRecord) -> None:
+        if record.outcome == "succeeded":
+            return  # written in the same transaction as the output, by commit_success
+        self.store.submit("attempt_end", (self.run_id, task_id, record.attempt, record.started_at,
+                                          record.finished_at, record.outcome, record.error))
+
+    # -- the cache -----------------------------------------------------------------------
+    def caches(self, task: Any) -> bool:
+        return self.options.cache or bool(getattr(task, "cache", False))
+
+    def cache_lookup(self, task: Any, inputs: dict[str, Any]) -> tuple[str, TaskOutput | None,
+                                                                      float]:
+        """(key, stored output or None, seconds the original run took)."""
+        key = cache_key(task, inputs)
+        hit = self.store.cache_get(key)
+        if hit is None:
+            return key, None, 0.0
+        self.store.submit("cache_hit", (key,))
+        return key, TaskOutput(output=hit["output"], usage=hit["usage"], cost_usd=0.0,
+                               files=hit["files"]), float(hit["seconds"])
+
+    def commit_success(self, task_id: str, record: AttemptRecord, result: TaskResult,
+                       key: str | None, cached: bool, original_cost: float) -> asyncio.Future[None]:
+        """Queue the output, the cache entry and the checkpoint after the task, as one unit.
+
+        The returned future resolves once all of it is committed: only then may the executor
+        acknowledge the success (and the task's dependents start).
+        """
+        now = time.time()
+        rows: dict[str, tuple] = {
+            "attempt_end": (self.run_id, task_id, record.attempt, record.started_at,
+                            record.finished_at, "succeeded", None),
+            # No `tasks` status row for a success: the output row is the proof of success
+            # (one statement less per task; readers derive "succeeded" from `outputs`).
+            "output": (self.run_id, task_id, record.attempt, result.output, result.usage,
+                       result.cost_usd, result.files, key, cached, now),
+        }
+        if key is not None and not cached:
+            rows["cache_put"] = (key, self.run_id, task_id, result.output, result.usage,
+                                 original_cost, result.files, record.duration, now)
+        if self.workspace is not None:
+            labels = [f"after:{task_id}"]
+            stage = self._ended(task_id)
+            if stage is not None:
+                labels.append(stage)
+            rows["checkpoint"] = (self.workspace, labels)
+        # One queue item, so the writer commits all of it in one transaction or none of it.
+        return self.store.commit("success", rows)  # type: ignore[arg-type]

@@ -1,0 +1,696 @@
+"""The run store: one SQLite file in WAL mode holding runs, tasks, attempts, events, outputs
+and the result cache.
+
+Writes go through one dedicated writer thread fed by a queue. Why a thread rather than
+`asyncio.to_thread` per write or writing on the loop: a task's success must wait for its output
+to be committed, and many tasks finish at nearly the same moment. The writer drains everything
+queued since its last commit into ONE transaction (group commit), so a hundred concurrent
+successes cost one commit, and the asyncio loop only ever pays for a `queue.put`. Events,
+attempt starts and status changes ride along in the same batches without anyone waiting.
+
+Durability: WAL with `synchronous=NORMAL` survives the process dying at any instant (SIGKILL,
+OOM, a crash): a committed transaction is in the WAL file, which the next open replays. Only
+an OS crash or power loss may lose the last few commits; `durability="full"` fsyncs every
+commit for that case, at a price measured by `benchmarks/durability.py`.
+
+Reads (resume, `status`, `list`, cache look-ups) use a second connection; WAL lets them run
+while the writer writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import queue
+import socket
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .._exceptions import RunLockedError, StoreError
+
+__all__ = ["RunStore", "StoredRun", "StoredAttempt", "SCHEMA_VERSION", "APPLICATION_ID",
+           "LEASE_STALE_SECONDS"]
+
+#: `PRAGMA application_id` of our files ("PAGS"): how we tell our store from another app's.
+APPLICATION_ID = 0x50414753
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+#: A lease whose heartbeat is older than this is abandoned, even if its pid looks alive.
+LEASE_STALE_SECONDS = 30.0
+_HEARTBEAT_SECONDS = 2.0
+_BATCH_LIMIT = 20_000
+
+# Each entry migrates the schema from version i to i+1. Never edit a released entry: append.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE runs (
+        id            TEXT PRIMARY KEY,
+        plan_name     TEXT NOT NULL,
+        plan_json     TEXT NOT NULL,
+        options_json  TEXT NOT NULL,
+        has_callables INTEGER NOT NULL DEFAULT 0,
+        status        TEXT NOT NULL,
+        created_at    REAL NOT NULL,
+        updated_at    REAL NOT NULL,
+        finished_at   REAL,
+        result_json   TEXT,
+        workspace     TEXT,
+        owner_pid     INTEGER,
+        owner_host    TEXT,
+        heartbeat_at  REAL
+    );
+    CREATE TABLE tasks (
+        run_id     TEXT NOT NULL,
+        task_id    TEXT NOT NULL,
+        position   INTEGER NOT NULL,
+        pool       TEXT NOT NULL,
+        status     TEXT NOT NULL,
+        error      TEXT,
+        cached     INTEGER NOT NULL DEFAULT 0,
+        updated_at REAL,
+        PRIMARY KEY (run_id, task_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE attempts (
+        run_id      TEXT NOT NULL,
+        task_id     TEXT NOT NULL,
+        attempt     INTEGER NOT NULL,
+        started_at  REAL NOT NULL,
+        finished_at REAL,
+        outcome     TEXT NOT NULL,
+        error       TEXT,
+        PRIMARY KEY (run_id, task_id, attempt)
+    ) WITHOUT ROWID;
+    CREATE TABLE events (
+        run_id    TEXT NOT NULL,
+        seq       INTEGER NOT NULL,
+        kind      TEXT NOT NULL,
+        task_id   TEXT,
+        attempt   INTEGER,
+        time      REAL NOT NULL,
+        message   TEXT,
+        data_json TEXT,
+        PRIMARY KEY (run_id, seq)
+    ) WITHOUT ROWID;
+    CREATE TABLE outputs (
+        run_id       TEXT NOT NULL,
+        task_id      TEXT NOT NULL,
+        attempt      INTEGER NOT NULL,
+        output_json  TEXT NOT NULL,
+        usage_json   TEXT NOT NULL,
+        cost_usd     REAL NOT NULL,
+        files_json   TEXT NOT NULL,
+        cache_key    TEXT,
+        cached       INTEGER NOT NULL DEFAULT 0,
+        committed_at REAL NOT NULL,
+        PRIMARY KEY (run_id, task_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE cache (
+        key          TEXT PRIMARY KEY,
+        run_id       TEXT NOT NULL,
+        task_id      TEXT NOT NULL,
+        output_json  TEXT NOT NULL,
+        usage_json   TEXT NOT NULL,
+        cost_usd     REAL NOT NULL,
+        files_json   TEXT NOT NULL,
+        seconds      REAL NOT NULL,
+        created_at   REAL NOT NULL,
+        hits         INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX runs_by_created ON runs (created_at);
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+# The writer applies a batch table by table in this order, so an attempt's start is always
+# inserted before its end replaces it, and a run row exists before its tasks point at it.
+_SQL: dict[str, str] = {
+    "event": "INSERT OR IGNORE INTO events (run_id, seq, kind, task_id, attempt, time, message, "
+             "data_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    "attempt_start": "INSERT OR IGNORE INTO attempts (run_id, task_id, attempt, started_at, "
+                     "outcome) VALUES (?, ?, ?, ?, 'running')",
+    "attempt_end": "INSERT OR REPLACE INTO attempts (run_id, task_id, attempt, started_at, "
+                   "finished_at, outcome, error) VALUES (?, ?, ?, ?, ?, ?, ?)",
+    "output": "INSERT OR REPLACE INTO outputs (run_id, task_id, attempt, output_json, usage_json, "
+              "cost_usd, files_json, cache_key, cached, committed_at) "
+              "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    "cache_put": "INSERT OR REPLACE INTO cache (key, run_id, task_id, output_json, usage_json, "
+                 "cost_usd, files_json, seconds, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    "cache_hit": "UPDATE cache SET hits = hits + 1 WHERE key = ?",
+    "task_status": "UPDATE tasks SET status = ?, error = ?, cached = ?, updated_at = ? "
+                   "WHERE run_id = ? AND task_id = ?",
+    "run_update": "UPDATE runs SET status = ?, updated_at = ?, finished_at = ?, result_json = ? "
+                  "WHERE id = ?",
+    "heartbeat": "UPDATE runs SET heartbeat_at = ? WHERE id = ? AND owner_pid = ?",
+    "release": "UPDATE runs SET owner_pid = NULL, owner_host = NULL, heartbeat_at = NULL "
+               "WHERE id = ? AND owner_pid = ?",
+}
+_ORDER = list(_SQL)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, default=_json_default, separators=(",", ":"))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (set, tuple)):
+        return list(value)
+    if isinstance(value, Path):
+        return str(value)
+    return repr(value)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass(slots=True)
+class StoredAttempt:
+    attempt: int
+    started_at: float
+    finished_at: float | None
+    outcome: str
+    error: str | None
+
+
+@dataclass(slots=True)
+class StoredRun:
+    """Everything resume needs to continue a run, as the store has it."""
+
+    id: str
+    plan_name: str
+    plan: dict[str, Any]
+    options: dict[str, Any]
+    has_callables: bool
+    status: str
+    created_at: float
+    updated_at: float
+    finished_at: float | None
+    workspace: str | None
+    owner_pid: int | None
+    owner_host: str | None
+    heartbeat_at: float | None
+    result: dict[str, Any] | None
+    tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    attempts: dict[str, list[StoredAttempt]] = field(default_factory=dict)
+    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    last_seq: int = 0
+
+    def owner_state(self) -> str:
+        """`none`, `alive` (a live process holds the lease) or `dead` (crashed holder)."""
+        if self.owner_pid is None:
+            return "none"
+        stale = self.heartbeat_at is None or time.time() - self.heartbeat_at > LEASE_STALE_SECONDS
+        if self.owner_host == socket.gethostname() and not pid_alive(self.owner_pid):
+            return "dead"
+        return "dead" if stale else "alive"
+
+    def display_status(self) -> str:
+        if self.status == "running" and self.owner_state() != "alive":
+            return "interrupted"
+        return self.status
+
+
+class _Batch:
+    __slots__ = ("rows", "futures", "hooks")
+
+    def __init__(self) -> None:
+        self.rows: dict[str, list[tuple]] = {}
+        self.futures: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self.hooks: dict[Any, list[str]] = {}
+
+
+class RunStore:
+    """A parallel-agents store file. Open it with `RunStore(path)`; close it with `close()`.
+
+    Opening validates the file first: a text file, another application's SQLite database or a
+    store written by a newer version raises `StoreError` and the file is left untouched.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, durability: str = "normal") -> None:
+        if durability not in ("normal", "full"):
+            raise StoreError(f"durability must be 'normal' or 'full', got {durability!r}")
+        self.path = Path(path)
+        self.durability = durability
+        self._read = self._open_validated()
+        self._read_lock = threading.RLock()
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._writer_error: BaseException | None = None
+        self._writer_lock = threading.Lock()
+        self._leases: set[str] = set()
+        self._closed = False
+
+    # -- opening -------------------------------------------------------------------------
+    @property
+    def runs_dir(self) -> Path:
+        """Run workspaces live in `runs/` next to the store file."""
+        return self.path.parent / "runs"
+
+    def _open_validated(self) -> sqlite3.Connection:
+        path = self.path
+        hint = "choose another store with --store PATH (or PARALLEL_AGENTS_STORE)"
+        if path.exists():
+            if path.is_dir():
+                raise StoreError(f"store path {path} is a directory, not a file; {hint}")
+            try:
+                with path.open("rb") as fh:
+                    head = fh.read(len(_SQLITE_MAGIC))
+            except OSError as exc:
+                raise StoreError(f"cannot read the store {path}: {exc}") from None
+            if head and head != _SQLITE_MAGIC:
+                raise StoreError(
+                    f"{path} is not a parallel-agents store (not an SQLite database); it was "
+                    f"left untouched. Move it away or {hint}"
+                )
+            uri = f"{path.resolve().as_uri()}?mode=rw"
+        else:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create the store directory {path.parent}: {exc}") from None
+            uri = f"{path.resolve().as_uri()}?mode=rwc"
+        try:
+            conn = sqlite3.connect(uri, uri=True, timeout=30.0, check_same_thread=False,
+                                   isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the store {path}: {exc}; {hint}") from None
+        try:
+            app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            tables = [r[0] for r in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type IN ('table', 'view', 'index')")]
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise StoreError(
+                f"the store {path} is corrupted or not a database ({exc}); it was left "
+                f"untouched. Restore it from a backup, move it away, or {hint}"
+            ) from None
+        if app_id != APPLICATION_ID and (app_id != 0 or version != 0 or tables):
+            conn.close()
+            raise StoreError(
+                f"{path} is an SQLite database of another application (application_id="
+                f"{app_id:#x}, {len(tables)} table(s)), not a parallel-agents store; it was left "
+                f"untouched. {hint[0].upper()}{hint[1:]}"
+            )
+        if version > SCHEMA_VERSION:
+            conn.close()
+            raise StoreError(
+                f"the store {path} has schema version {version}, newer than this parallel-agents "
+                f"understands ({SCHEMA_VERSION}); upgrade parallel-agents or {hint}"
+            )
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={self.durability.upper()}")
+            conn.execute("PRAGMA busy_timeout=30000")
+            self._migrate(conn, version)
+        except sqlite3.Error as exc:
+            conn.close()
+            raise StoreError(f"cannot prepare the store {path}: {exc}; {hint}") from None
+        return conn
+
+    @staticmethod
+    def _migrate(conn: sqlite3.Connection, version: int) -> None:
+        while version < SCHEMA_VERSION:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                # Re-read under the write lock: another process may have migrated meanwhile.
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                if version >= SCHEMA_VERSION:
+                    conn.execute("COMMIT")
+                    break
+                for statement in MIGRATIONS[version].split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+                conn.execute(f"PRAGMA user_version={version + 1}")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            version += 1
+
+    def close(self) -> None:
+        """Write everything queued, stop the writer, release leases and close the file."""
+        if self._closed:
+            return
+        self.flush()
+        for run_id in list(self._leases):
+            self.release(run_id)
+        self.flush()
+        self._closed = True
+        if self._writer is not None:
+            self._queue.put(None)
+            self._writer.join(timeout=30)
+        with self._read_lock:
+            self._read.close()
+
+    def __enter__(self) -> RunStore:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -- the writer ----------------------------------------------------------------------
+    def _ensure_writer(self) -> None:
+        if self._writer is not None:
+            return
+        with self._writer_lock:
+            if self._writer is None:
+                ready = threading.Event()
+                self._writer = threading.Thread(
+                    target=self._write_loop, args=(ready,), name="parallel-agents-store",
+                    daemon=True)
+                self._writer.start()
+                ready.wait()
+
+    def submit(self, kind: str, row: tuple) -> None:
+        """Queue one write; it is committed with the next batch. Never blocks."""
+        if self._writer is None:
+            self._ensure_writer()
+        self._queue.put((kind, row))
+
+    def commit(self, kind: str, row: tuple) -> asyncio.Future[None]:
+        """Queue one write and return a future resolved once it (and all before it) is committed."""
+        if self._writer is None:
+            self._ensure_writer()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        self._queue.put((kind, row, loop, fut))
+        return fut
+
+    async def wait_committed(self) -> None:
+        """Return once everything queued so far is committed."""
+        await self.commit("noop", ())
+
+    def flush(self, timeout: float = 60.0) -> None:
+        """Block until everything queued so far is committed (for use outside an event loop)."""
+        if self._writer is None:
+            return
+        done = threading.Event()
+        self._queue.put(("sync", done))
+        if not done.wait(timeout):
+            raise StoreError(f"the store {self.path} did not finish writing within {timeout:g}s")
+        if self._writer_error is not None:
+            raise StoreError(f"writing to the store {self.path} failed: {self._writer_error}")
+
+    def _write_loop(self, ready: threading.Event) -> None:
+        conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        conn.execute(f"PRAGMA synchronous={self.durability.upper()}")
+        conn.execute("PRAGMA busy_timeout=30000")
+        ready.set()
+        get = self._queue.get
+        get_nowait = self._queue.get_nowait
+        last_beat = time.monotonic()
+        stop = False
+        while not stop:
+            try:
+                item = get(timeout=_HEARTBEAT_SECONDS)
+            except queue.Empty:
+                item = ("noop", ())
+            batch = _Batch()
+            syncs: list[threading.Event] = []
+            n = 0
+            while True:
+                if item is None:
+                    stop = True
+                elif item[0] == "sync":
+                    syncs.append(item[1])
+                else:
+                    if item[0] == "success":
+                        for kind, row in item[1].items():
+                            if kind == "checkpoint":
+                                target, labels = row
+                                batch.hooks.setdefault(target, []).extend(labels)
+                            else:
+                                batch.rows.setdefault(kind, []).append(row)
+                    else:
+                        batch.rows.setdefault(item[0], []).append(item[1])
+                    if len(item) == 4:
+                        batch.futures.append((item[2], item[3]))
+                n += 1
+                if n >= _BATCH_LIMIT:
+                    break
+                try:
+                    item = get_nowait()
+                except queue.Empty:
+                    break
+            if time.monotonic() - last_beat >= _HEARTBEAT_SECONDS and self._leases:
+                now = time.time()
+                pid = os.getpid()
+                for run_id in list(self._leases):
+                    batch.rows.setdefault("heartbeat", []).append((now, run_id, pid))
+                last_beat = time.monotonic()
+            error = self._apply(conn, batch)
+            if batch.futures:
+                self._resolve(batch.futures, error)
+            for ev in syncs:
+                ev.set()
+        conn.close()
+
+    def _apply(self, conn: sqlite3.Connection, batch: _Batch) -> BaseException | None:
+        # Workspace checkpoints due with these successes ride in the same round trip: one
+        # walk of each workspace per batch, done before the commit acknowledges them.
+        for target, labels in batch.hooks.items():
+            target.checkpoint_now(labels)
+        rows = batch.rows
+        rows.pop("noop", None)
+        if not rows:
+            return None
+        starts, ends = rows.get("attempt_start"), rows.get("attempt_end")
+        if starts and ends:
+            # An attempt that started and ended within one batch needs only its end row.
+            ended = {(r[0], r[1], r[2]) for r in ends}
+            rows["attempt_start"] = [r for r in starts if (r[0], r[1], r[2]) not in ended]
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for kind in _ORDER:
+                    items = rows.get(kind)
+                    if not items:
+                        continue
+                    if kind == "event":
+                        items = [_event_row(e) for e in items]
+                    elif kind == "output":
+                        items = [_output_row(r) for r in items]
+                    elif kind == "cache_put":
+                        items = [_cache_row(r) for r in items]
+                    conn.executemany(_SQL[kind], items)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        except Exception as exc:  # noqa: BLE001 - reported to every waiter, and on flush
+            self._writer_error = exc
+            return exc
+        return None
+
+    @staticmethod
+    def _resolve(futures: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]],
+                 error: BaseException | None) -> None:
+        """Settle a batch's futures with one wake-up per event loop, not one per future."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+        for loop, fut in futures:
+            by_loop.setdefault(loop, []).append(fut)
+
+        def settle(futs: list[asyncio.Future[None]]) -> None:
+            for fut in futs:
+                if fut.done():
+                    continue
+                if error is None:
+                    fut.set_result(None)
+                else:
+                    fut.set_exception(StoreError(f"could not commit to the store: {error}"))
+
+        for loop, futs in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(settle, futs)
+            except RuntimeError:
+                pass  # the loop is closed: nobody is waiting any more
+
+    # -- runs and leases -----------------------------------------------------------------
+    def create_run(self, run_id: str, *, plan_name: str, plan_json: dict[str, Any],
+                   options: dict[str, Any], has_callables: bool, workspace: str | None,
+                   tasks: Iterable[tuple[str, str]]) -> None:
+        """Insert the run and its tasks, leased to this process, and commit before returning."""
+        now = time.time()
+        with self._read_lock:
+            try:
+                self._read.execute("BEGIN IMMEDIATE")
+                try:
+                    self._read.execute(
+                        "INSERT INTO runs (id, plan_name, plan_json, options_json, has_callables, "
+                        "status, created_at, updated_at, workspace, owner_pid, owner_host, "
+                        "heartbeat_at) VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?)",
+                        (run_id, plan_name, _dumps(plan_json), _dumps(options),
+                         int(has_callables), now, now, workspace, os.getpid(),
+                         socket.gethostname(), now),
+                    )
+                    self._read.executemany(
+                        "INSERT INTO tasks (run_id, task_id, position, pool, status) "
+                        "VALUES (?, ?, ?, ?, 'pending')",
+                        [(run_id, tid, i, pool) for i, (tid, pool) in enumerate(tasks)],
+                    )
+                    self._read.execute("COMMIT")
+                except BaseException:
+                    self._read.execute("ROLLBACK")
+                    raise
+            except sqlite3.IntegrityError:
+                raise StoreError(f"a run with id {run_id!r} already exists in {self.path}; "
+                                 "resume it with `parallel-agents resume` or pick another id") from None
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot record the run in {self.path}: {exc}") from None
+        self._leases.add(run_id)
+        self._ensure_writer()
+
+    def acquire(self, run_id: str) -> None:
+        """Take the run's lease, or raise RunLockedError if a live process holds it."""
+        now = time.time()
+        with self._read_lock:
+            try:
+                self._read.execute("BEGIN IMMEDIATE")
+                try:
+                    row = self._read.execute(
+                        "SELECT owner_pid, owner_host, heartbeat_at FROM runs WHERE id = ?",
+                        (run_id,)).fetchone()
+                    if row is None:
+                        raise StoreError(self._no_run(run_id))
+                    probe = StoredRun(run_id, "", {}, {}, False, "", 0, 0, None, None,
+                                      row[0], row[1], row[2], None)
+                    if probe.owner_state() == "alive" and row[0] != os.getpid():
+                        raise RunLockedError(
+                            f"run {run_id} is being run by another process (pid {row[0]} on "
+                            f"{row[1]}, last heartbeat {now - (row[2] or now):.0f}s ago); wait "
+                            f"for it to finish, or stop that process and resume again"
+                        )
+                    self._read.execute(
+                        "UPDATE runs SET owner_pid = ?, owner_host = ?, heartbeat_at = ?, "
+                        "status = 'running', updated_at = ? WHERE id = ?",
+                        (os.getpid(), socket.gethostname(), now, now, run_id))
+                    self._read.execute("COMMIT")
+                except BaseException:
+                    self._read.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot lease run {run_id} in {self.path}: {exc}") from None
+        self._leases.add(run_id)
+        self._ensure_writer()
+
+    def release(self, run_id: str) -> None:
+        if run_id in self._leases:
+            self._leases.discard(run_id)
+            self.submit("release", (run_id, os.getpid()))
+
+    def _no_run(self, run_id: str) -> str:
+        return (f"no run {run_id!r} in the store {self.path}; "
+                f"`parallel-agents list --store {self.path}` shows the stored runs")
+
+    # -- reads ---------------------------------------------------------------------------
+    def _query(self, sql: str, args: tuple = ()) -> list[tuple]:
+        with self._read_lock:
+            try:
+                return self._read.execute(sql, args).fetchall()
+            except sqlite3.DatabaseError as exc:
+                raise StoreError(f"cannot read the store {self.path}: {exc}") from None
+
+    def load_run(self, run_id: str) -> StoredRun:
+        with self._read_lock:
+            rows = self._query(
+                "SELECT id, plan_name, plan_json, options_json, has_callables, status, created_at,"
+                " updated_at, finished_at, workspace, owner_pid, owner_host, heartbeat_at, "
+                "result_json FROM runs WHERE id = ?", (run_id,))
+            if not rows:
+                raise StoreError(self._no_run(run_id))
+            r = rows[0]
+            run = StoredRun(r[0], r[1], json.loads(r[2]), json.loads(r[3]), bool(r[4]), r[5],
+                            r[6], r[7], r[8], r[9], r[10], r[11], r[12],
+                            json.loads(r[13]) if r[13] else None)
+            for tid, pool, status, error, cached in self._query(
+                    "SELECT task_id, pool, status, error, cached FROM tasks WHERE run_id = ? "
+                    "ORDER BY position", (run_id,)):
+                run.tasks[tid] = {"pool": pool, "status": status, "error": error,
+                                  "cached": bool(cached)}
+            for tid, attempt, s, f, outcome, error in self._query(
+                    "SELECT task_id, attempt, started_at, finished_at, outcome, error FROM "
+                    "attempts WHERE run_id = ? ORDER BY task_id, attempt", (run_id,)):
+                run.attempts.setdefault(tid, []).append(StoredAttempt(attempt, s, f, outcome, error))
+            for tid, attempt, out, usage, cost, files, cached in self._query(
+                    "SELECT task_id, attempt, output_json, usage_json, cost_usd, files_json, cached "
+                    "FROM outputs WHERE run_id = ?", (run_id,)):
+                run.outputs[tid] = {"attempt": attempt, "output": json.loads(out),
+                                    "usage": json.loads(usage), "cost_usd": cost,
+                                    "files": json.loads(files), "cached": bool(cached)}
+            run.last_seq = self._query(
+                "SELECT COALESCE(MAX(seq), 0) FROM events WHERE run_id = ?", (run_id,))[0][0]
+        return run
+
+    def list_runs(self, limit: int = 50) -> list[dict[str, Any]]:
+        rows = self._query(
+            "SELECT r.id, r.plan_name, r.status, r.created_at, r.finished_at, r.owner_pid, "
+            "r.owner_host, r.heartbeat_at, "
+            "(SELECT COUNT(*) FROM tasks t WHERE t.run_id = r.id), "
+            "(SELECT COUNT(*) FROM outputs o WHERE o.run_id = r.id) "
+            "FROM runs r ORDER BY r.created_at DESC LIMIT ?", (limit,))
+        out = []
+        for rid, name, status, created, finished, pid, host, beat, n, ok in rows:
+            probe = StoredRun(rid, name, {}, {}, False, status, created, created, finished, None,
+                              pid, host, beat, None)
+            out.append({"run_id": rid, "plan": name, "status": probe.display_status(),
+                        "created_at": created, "finished_at": finished, "tasks": n,
+                        "succeeded": ok})
+        return out
+
+    def events(self, run_id: str) -> list[dict[str, Any]]:
+        """The run's events in order, as `Event.to_dict()` gave them."""
+        out = []
+        for seq, kind, task_id, attempt, at, message, data in self._query(
+                "SELECT seq, kind, task_id, attempt, time, message, data_json FROM events "
+                "WHERE run_id = ? ORDER BY seq", (run_id,)):
+            event: dict[str, Any] = {"seq": seq, "kind": kind, "run_id": run_id, "time": at}
+            if task_id is not None:
+                event["task_id"] = task_id
+            if attempt is not None:
+                event["attempt"] = attempt
+            if message is not None:
+                event["message"] = message
+            if data is not None:
+                event["data"] = json.loads(data)
+            out.append(event)
+        return out
+
+    def cache_get(self, key: str) -> dict[str, Any] | None:
+        rows = self._query("SELECT run_id, task_id, output_json, usage_json, cost_usd, files_json,"
+                           " seconds FROM cache WHERE key = ?", (key,))
+        if not rows:
+            return None
+        rid, tid, out, usage, cost, files, seconds = rows[0]
+        return {"run_id": rid, "task_id": tid, "output": json.loads(out),
+                "usage": json.loads(usage), "cost_usd": cost, "files": json.loads(files),
+                "seconds": seconds}
+
+
+def _event_row(event: Any) -> tuple:
+    data = event.data
+    return (event.run_id, event.seq, event.kind, event.task_id, event.attempt, event.time,
+            event.message, _dumps(data) if data else None)
+
+
+def _output_row(r: tuple) -> tuple:
+    run_id, task_id, attempt, output, usage, cost, files, key, cached, at = r
+    return (run_id, task_id, attempt, _dumps(output), _dumps(usage), cost, _dumps(files), key,
+            int(cached), at)
+
+
+def _cache_row(r: tuple) -> tuple:
+    key, run_id, task_id, output, usage, cost, files, seconds, at = r
+    return (key, run_id, task_id, _dumps(output), _dumps(usage), cost, _dumps(files), seconds, at)

@@ -1,0 +1,223 @@
+"""Crash safety through the real CLI: SIGKILL the runner at random points, resume, check."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+N_TASKS = 50
+APPEND = ("import os, sys, time; time.sleep(float(sys.argv[2])); "
+          "fd = os.open(sys.argv[1], os.O_WRONLY | os.O_APPEND | os.O_CREAT); "
+          "os.write(fd, (os.environ['PARALLEL_AGENTS_TASK_ID'] + '\\n').encode()); "
+          "os.close(fd)")
+
+
+def cli(*args: str, cwd: Path, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "parallel_agents", *args], cwd=cwd,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def write_plan(tmp: Path, log: Path) -> Path:
+    tasks = []
+    for i in range(N_TASKS):
+        tasks.append({
+            "id": f"t{i:02d}",
+            "command": ["python", "-c", APPEND, str(log), str(0.05 + (i % 5) * 0.02)],
+            "depends_on": [f"t{i - 7:02d}"] if i >= 7 else [],
+        })
+    plan = {"name": "crash", "pools": {"default": {"max_concurrent": 4, "max_retries": 10,
+                                                   "retry_backoff_sec": 0}}, "tasks": tasks}
+    path = tmp / "plan.yaml"
+    path.write_text(yaml.safe_dump(plan))
+    return path
+
+
+def store_rows(db: Path, sql: str, args: tuple = ()) -> list[tuple]:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+    try:
+        return conn.execute(sql, args).fetchall()
+    finally:
+        conn.close()
+
+
+def wait_for_run(db: Path, proc: subprocess.Popen, timeout: float = 60) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if db.exists():
+            try:
+                rows = store_rows(db, "SELECT id FROM runs")
+            except sqlite3.Error:
+                rows = []
+            if rows:
+                return rows[0][0]
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.02)
+    raise AssertionError("the run never appeared in the store")
+
+
+def succeeded(db: Path, run_id: str) -> set[str]:
+    return {r[0] for r in store_rows(db, "SELECT task_id FROM outputs WHERE run_id = ?",
+                                     (run_id,))}
+
+
+def kill(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+
+
+def test_sigkill_at_random_points_then_resume_runs_each_succeeded_task_once(tmp_path: Path):
+    seed = int(os.environ.get("PA_CRASH_SEED", random.randrange(1 << 30)))
+    rng = random.Random(seed)
+    log = tmp_path / "log.txt"
+    plan = write_plan(tmp_path, log)
+    db = tmp_path / "runs.db"
+    env = {**os.environ, "PARALLEL_AGENTS_STORE": str(db)}
+
+    proc = cli("run", str(plan), "-q", cwd=tmp_path, env=env)
+    run_id = wait_for_run(db, proc)
+    done_before_kills: set[str] = set()
+    checks: list[tuple[int, set[str]]] = []  # (log lines at the kill, tasks committed by then)
+    kills = 0
+    for _ in range(3):
+        time.sleep(rng.uniform(0.05, 1.2))
+        if proc.poll() is not None:
+            break  # finished before this kill point
+        kill(proc)
+        kills += 1
+        now_done = succeeded(db, run_id)
+        assert done_before_kills <= now_done, f"seed {seed}: a committed task was lost"
+        done_before_kills = now_done
+        time.sleep(0.2)  # the runner's agents die with it (PDEATHSIG); let them go
+        checks.append((len(log.read_text().split()) if log.exists() else 0, now_done))
+        status = subprocess.run(
+            [sys.executable, "-m", "parallel_agents", "status", run_id, "--json"],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+        assert status.returncode == 0, status.stderr
+        state = json.loads(status.stdout)["status"]
+        assert state in ("interrupted", "succeeded")
+        proc = cli("resume", run_id, "-q", cwd=tmp_path, env=env)
+        if state == "succeeded":
+            break  # killed while exiting, after the run had finished
+    out, errs = proc.communicate(timeout=120)
+    assert proc.returncode == 0, f"seed {seed}: {errs}"
+
+    final = cli("resume", run_id, "--json", "-q", cwd=tmp_path, env=env)
+    out, errs = final.communicate(timeout=60)
+    assert final.returncode == 0, errs
+    summary = json.loads(out)
+    assert summary["status"] == "succeeded"
+    assert summary["counts"]["succeeded"] == N_TASKS
+
+    lines = log.read_text().split()
+    counts = Counter(lines)
+    assert set(counts) == {f"t{i:02d}" for i in range(N_TASKS)}, f"seed {seed}"
+    assert kills >= 1, f"seed {seed}: the run finished before the first kill"
+    for position, committed in checks:
+        again = committed & set(lines[position:])
+        assert not again, f"seed {seed}: committed before a kill, yet ran again: {again}"
+    # Exactly once: a task committed before the first kill ran in the first process only,
+    # once; every later kill: nothing committed by then ran again (checked above). (A task
+    # running at a kill may have run twice: that is an interrupted attempt, not a duplicate.)
+    for task_id in checks[0][1]:
+        assert counts[task_id] == 1, f"seed {seed}: {task_id} ran {counts[task_id]} times"
+
+    events = store_rows(db, "SELECT seq, kind, task_id FROM events WHERE run_id = ? "
+                            "ORDER BY seq", (run_id,))
+    assert [e[0] for e in events] == list(range(1, len(events) + 1)), "gaps in the event stream"
+    assert events[0][1] == "run_started" and events[-1][1] == "run_finished"
+    ok = Counter(e[2] for e in events if e[1] == "task_succeeded")
+    assert ok == Counter({f"t{i:02d}": 1 for i in range(N_TASKS)})
+    starts = sum(1 for e in events if e[1] == "run_started")
+    # The run, each resume after a kill, the final resume; a kill that lands before a resume
+    # commits anything loses that resume's run_started (nothing else happened in it).
+    assert 2 <= starts <= kills + 2
+    attempts = store_rows(db, "SELECT outcome FROM attempts WHERE run_id = ?", (run_id,))
+    assert not [a for a in attempts if a[0] == "running"]
+
+
+def _interrupt_plan(tmp: Path) -> Path:
+    slow = ("import os, time, pathlib; "
+            "pathlib.Path('pids').mkdir(exist_ok=True); "
+            "pathlib.Path('pids', str(os.getpid())).touch(); "
+            "time.sleep(20 if os.environ['PARALLEL_AGENTS_ATTEMPT'] == '1' else 3)")
+    plan = {"name": "interrupt", "tasks": [
+        {"id": "retryable", "command": ["python", "-c", slow], "max_retries": 1,
+         "retry_backoff_sec": 0},
+        {"id": "no-retries", "command": ["python", "-c", slow], "max_retries": 0},
+    ]}
+    path = tmp / "plan.yaml"
+    path.write_text(yaml.safe_dump(plan))
+    return path
+
+
+def _kill_orphans(tmp: Path) -> None:
+    for p in (tmp / "pids").glob("*"):
+        try:
+            os.kill(int(p.name), signal.SIGKILL)
+        except (ProcessLookupError, ValueError):
+            pass
+
+
+def _start_and_kill_when_running(tmp: Path, env: dict, db: Path) -> str:
+    proc = cli("run", str(_interrupt_plan(tmp)), "-q", cwd=tmp, env=env)
+    run_id = wait_for_run(db, proc)
+    deadline = time.monotonic() + 60
+    while len(store_rows(db, "SELECT 1 FROM attempts WHERE run_id = ?", (run_id,))) < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    kill(proc)
+    return run_id
+
+
+def test_interrupted_attempts_are_counted_and_retried_if_retries_remain(tmp_path: Path):
+    db = tmp_path / "runs.db"
+    env = {**os.environ, "PARALLEL_AGENTS_STORE": str(db)}
+    try:
+        run_id = _start_and_kill_when_running(tmp_path, env, db)
+        res = subprocess.run([sys.executable, "-m", "parallel_agents", "resume", run_id,
+                              "--json", "-q"], cwd=tmp_path, env=env, capture_output=True,
+                             text=True, timeout=60)
+    finally:
+        _kill_orphans(tmp_path)
+    assert res.returncode == 1, res.stderr
+    tasks = json.loads(res.stdout)["tasks"]
+    debug = (run_id, store_rows(db, "SELECT * FROM attempts"),
+             store_rows(db, "SELECT seq, kind, task_id, attempt FROM events"))
+    retried = tasks["retryable"]
+    assert retried["status"] == "succeeded"
+    assert [a["outcome"] for a in retried["history"]] == ["interrupted", "succeeded"], debug
+    spent = tasks["no-retries"]
+    assert spent["status"] == "failed"
+    assert [a["outcome"] for a in spent["history"]] == ["interrupted"]
+    assert "no retries left" in spent["error"]
+
+
+def test_two_processes_resuming_the_same_run_one_wins(tmp_path: Path):
+    db = tmp_path / "runs.db"
+    env = {**os.environ, "PARALLEL_AGENTS_STORE": str(db)}
+    try:
+        run_id = _start_and_kill_when_running(tmp_path, env, db)
+        # The retry of "retryable" takes 3 s: the winner holds the run while the other tries.
+        first = cli("resume", run_id, "-q", cwd=tmp_path, env=env)
+        second = cli("resume", run_id, "-q", cwd=tmp_path, env=env)
+        out1, err1 = first.communicate(timeout=60)
+        out2, err2 = second.communicate(timeout=60)
+    finally:
+        _kill_orphans(tmp_path)
+    codes = sorted([first.returncode, second.returncode])
+    loser_err = err1 if first.returncode == 2 else err2
+    assert codes == [1, 2], (err1, err2)
+    assert "being run by another process" in loser_err
+    assert "Traceback" not in loser_err
