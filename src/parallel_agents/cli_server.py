@@ -41,8 +41,11 @@ def serve_command(
         "--session", help="NAME:TOKEN, repeatable: a session token that sees only its own "
         "executions.")] = None,
     store: Annotated[Optional[str], typer.Option(
-        "--store", help="Durable store path. Not available yet: executions are kept in "
-        "memory.")] = None,
+        "--store", help="Run store file: every execution is a durable run that survives a "
+        "restart (default: $PARALLEL_AGENTS_STORE or .parallel_agents/runs.db).",
+        show_default=False)] = None,
+    no_store: Annotated[bool, typer.Option(
+        "--no-store", help="Keep executions in memory only (lost on restart).")] = False,
     max_body_bytes: Annotated[int, typer.Option(
         "--max-body-bytes", min=1024, help="Largest request body accepted.")] = 2 * 1024 * 1024,
     max_tasks: Annotated[int, typer.Option(
@@ -63,9 +66,8 @@ def serve_command(
 
     token = token or os.environ.get(TOKEN_ENV) or None
     sessions = _parse_sessions(session or [])
-    if store is not None:
-        _fail("--store is not available in this version yet (executions are kept in memory); "
-              "run without --store")
+    if store is not None and no_store:
+        _fail("give --store PATH or --no-store, not both")
     try:
         check_bind(host, token, sessions)
     except UsageError as exc:
@@ -79,14 +81,25 @@ def serve_command(
     except ParallelAgentsError as exc:
         _fail(str(exc))
     planner = CoordinatorPlanner(Coordinator(provider, planner_model=planner_model))
-    app = create_app(token=token, session_tokens=sessions, planner=planner,
-                     executor_options={"backend": shared_backend},
-                     limits=Limits(max_body_bytes=max_body_bytes, max_tasks=max_tasks))
+    run_store = None
+    if not no_store:
+        from .store import default_store_path
+
+        run_store = default_store_path(store)
+    try:
+        app = create_app(token=token, session_tokens=sessions, planner=planner,
+                         run_store=run_store,
+                         executor_options={"backend": shared_backend},
+                         limits=Limits(max_body_bytes=max_body_bytes, max_tasks=max_tasks))
+    except ParallelAgentsError as exc:  # a bad store file: what is wrong, and what to do
+        _fail(str(exc))
     shown = f"[{host}]" if ":" in host else host
     auth = " (paste your token in the page, or open it with #token=YOUR_TOKEN)" \
         if token or sessions else ""
     typer.echo(f"dashboard: http://{shown}:{port}/{auth}", err=True)
     typer.echo(f"API docs:  http://{shown}:{port}/docs", err=True)
+    typer.echo(f"store:     {run_store if run_store is not None else 'in memory (--no-store)'}",
+               err=True)
     serve(app, host, port, log_level=log_level)
 
 

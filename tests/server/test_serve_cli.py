@@ -32,12 +32,14 @@ def test_refuses_a_public_address_without_a_token() -> None:
     assert bad.returncode == 2 and "NAME:TOKEN" in bad.stderr
 
 
-def test_serves_with_the_token_from_the_environment_and_stops_on_sigint() -> None:
+def test_serves_with_the_token_from_the_environment_and_stops_on_sigint(tmp_path) -> None:
     port = free_port()
     token = "env-token-abcdef123456"
     env = {**os.environ, "PARALLEL_AGENTS_TOKEN": token}
+    env.pop("PARALLEL_AGENTS_STORE", None)
     proc = subprocess.Popen([*SERVE, "--port", str(port), "--log-level", "warning"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -58,6 +60,22 @@ def test_serves_with_the_token_from_the_environment_and_stops_on_sigint() -> Non
     assert proc.returncode == 0, err
     assert f"dashboard: http://127.0.0.1:{port}/" in err
     assert token not in err
+    # Durable by default: the store's default path, in the working directory.
+    store = tmp_path / ".parallel_agents" / "runs.db"
+    assert f"store:     {store}" in err and store.is_file()
+
+
+def test_serve_refuses_a_file_that_is_not_a_store(tmp_path) -> None:
+    bad = tmp_path / "notes.txt"
+    bad.write_text("not a database")
+    proc = subprocess.run([*SERVE, "--store", str(bad)], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 2
+    assert "is not a parallel-agents store" in proc.stderr and "Traceback" not in proc.stderr
+    assert bad.read_text() == "not a database"
+    both = subprocess.run([*SERVE, "--store", str(bad), "--no-store"], capture_output=True,
+                          text=True, timeout=60)
+    assert both.returncode == 2 and "not both" in both.stderr
 
 
 def _wait_healthy(proc: subprocess.Popen, base: str) -> None:
@@ -80,6 +98,7 @@ def test_serve_plans_request_texts_with_the_coordinator(tmp_path) -> None:
     env = {**os.environ, "PARALLEL_AGENTS_PLANNER": "keywords",
            "PARALLEL_AGENTS_MODEL": "openai:gpt-4o-mini"}
     env.pop("PARALLEL_AGENTS_TOKEN", None)
+    env.pop("PARALLEL_AGENTS_STORE", None)
     proc = subprocess.Popen([*SERVE, "--port", str(port), "--log-level", "warning"], env=env,
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)

@@ -143,15 +143,28 @@ class DurableExecutionStore:
     def _record(self, row: tuple) -> ExecutionRecord:
         (eid, owner, session_key, project, plan_name, tasks, created, estimate, status,
          finished, result) = row
+        stored_result = json.loads(result) if result else None
         if status == "running" and self.memory.get(eid) is None:
-            # Started by a server that stopped before the run ended: the run is in the store,
-            # `parallel-agents resume ID` can finish it.
-            status = "interrupted"
+            # Started by a server that stopped before the run ended. The run's own row says
+            # more: `interrupted` (resume it with `parallel-agents resume ID`), or the end of
+            # such a resumed run.
+            status, finished, stored_result = self._run_state(eid)
         return ExecutionRecord(
             execution_id=eid, owner=owner, session_key=session_key, project=project,
             plan_name=plan_name, tasks=json.loads(tasks), created_at=created,
             estimated_duration=estimate, status=status, finished_at=finished,
-            result=json.loads(result) if result else None)
+            result=stored_result)
+
+    def _run_state(self, execution_id: str
+                   ) -> tuple[str, float | None, dict[str, Any] | None]:
+        try:
+            run = self.store.load_run(execution_id)
+        except StoreError:
+            return "interrupted", None, None  # the server stopped before the run began
+        status = run.display_status()
+        if status == "running":
+            return "running", None, None  # resumed, right now, by another process
+        return status, run.finished_at, run.result
 
     def events_after(self, execution_id: str, seq: int, limit: int = 1000
                      ) -> list[dict[str, Any]]:
