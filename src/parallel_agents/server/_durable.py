@@ -93,6 +93,8 @@ class DurableExecutionStore:
         self._conn = sqlite3.connect(store.path, timeout=30.0, check_same_thread=False,
                                      isolation_level=None)
         self._conn.execute("PRAGMA busy_timeout=30000")
+        # As durable as the store's own writes (WAL; `normal` survives a crash of the process).
+        self._conn.execute(f"PRAGMA synchronous={store.durability.upper()}")
         self._lock = threading.Lock()
 
     def close(self) -> None:
