@@ -169,6 +169,11 @@ def run_command(
     setup = cli_ui.setup_run(plan_file, config_file=config_file, max_workers=max_workers,
                              strategy=strategy, fail_fast=fail_fast)
     plan = setup.plan
+    # The config file / environment supply the store and budget when the options do not.
+    if store_path is None and setup.config.source("defaults.store") != "default":
+        store_path = str(setup.config.get("defaults.store"))
+    if budget is None and setup.config.get("budget.max_cost_usd") is not None:
+        budget = float(setup.config.get("budget.max_cost_usd"))
     store = None if no_store else cli_store.open_store(store_path)
     try:
         executor = Executor(strategy=setup.strategy,  # type: ignore[arg-type]

@@ -174,10 +174,16 @@ def report_command(
         "--html", help="Write the report as one self-contained HTML file.")] = None,
     png_file: Annotated[Optional[Path], typer.Option(
         "--png", help="Write the timeline and utilization charts as a PNG.")] = None,
+    store_path: Annotated[Optional[str], typer.Option(
+        "--store", help="Run store to look RUN_ID up in (default: $PARALLEL_AGENTS_STORE or "
+                        ".parallel_agents/runs.db).")] = None,
 ) -> None:
     """Report on a run: timeline of attempts per pool, utilization, cost, what-if workers."""
-    from .report import build_report, load_run_record, render_html, render_png
+    from .report import build_report, load_run_record, register_run_loader, render_html, render_png
+    from .store import store_run_loader
 
+    if not Path(ref).is_file():
+        register_run_loader(store_run_loader(store_path))
     try:
         run, plan = load_run_record(ref)
         data = build_report(run, plan)

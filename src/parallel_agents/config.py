@@ -37,7 +37,7 @@ __all__ = ["Config", "ConfigError", "Setting", "load_config", "load_plan", "find
 
 CONFIG_FILE_NAMES = ("parallel-agents.toml", "config.json")
 
-_STORE_DEFAULT = ".parallel-agents/runs.db"
+_STORE_DEFAULT = ".parallel_agents/runs.db"
 
 #: section -> key -> (type, built-in default)
 _SCALARS: dict[str, dict[str, tuple[type, Any]]] = {

@@ -6,17 +6,22 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 RESTAURANT = ROOT / "examples" / "restaurant.yaml"
+# The CLI runs from the project root (the example's commands are relative to it); its run
+# store goes to a scratch directory so the tests leave the checkout clean.
+STORE = Path(tempfile.mkdtemp(prefix="pa-ui-store-")) / "runs.db"
 
 
 def cli_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("PARALLEL_AGENTS_") and k not in ("COLUMNS", "LINES")}
+    env["PARALLEL_AGENTS_STORE"] = str(STORE)
     env.update(extra)
     return env
 

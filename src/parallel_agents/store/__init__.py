@@ -34,6 +34,7 @@ __all__ = [
     "default_store_path",
     "SCHEMA_VERSION",
     "STORE_ENV",
+    "store_run_loader",
 ]
 
 #: Environment variable naming the store file (the `--store` option wins over it).
@@ -48,3 +49,33 @@ def default_store_path(explicit: str | os.PathLike[str] | None = None) -> Path:
     if env:
         return Path(env)
     return Path.cwd() / ".parallel_agents" / "runs.db"
+
+
+def store_run_loader(path: str | None = None):  # noqa: ANN201 - report.RunLoader
+    """A `report.register_run_loader` source: finished runs from the store at `path`.
+
+    Returns (run_dict, plan_dict) for a finished run, None for an unknown id or no store.
+    A run that has not finished (it crashed, or still runs) is an error that says to resume
+    it, because its timeline is incomplete.
+    """
+    from .._exceptions import UsageError
+
+    def load(run_id: str):  # noqa: ANN202
+        target = default_store_path(path)
+        if not target.exists():
+            return None
+        store = RunStore(target)
+        try:
+            try:
+                saved = store.load_run(run_id)
+            except StoreError:
+                return None
+        finally:
+            store.close()
+        if saved.result is None:
+            raise UsageError(
+                f"run {run_id} has not finished (status {saved.status}): finish it with "
+                f"`parallel-agents resume {run_id}`, then report it")
+        return saved.result, saved.plan
+
+    return load
