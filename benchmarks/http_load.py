@@ -21,6 +21,7 @@ that (100 executions, 2000 tasks).
 from __future__ import annotations
 
 import argparse
+import tempfile
 import asyncio
 import json
 import os
@@ -59,11 +60,12 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
-def start_server(port: int) -> subprocess.Popen[str]:
+def start_server(port: int, store: str | None) -> subprocess.Popen[str]:
     env = {**os.environ, "PARALLEL_AGENTS_TOKEN": TOKEN}
+    where = ["--store", store] if store else ["--no-store"]
     return subprocess.Popen(
         [sys.executable, "-m", "parallel_agents", "serve", "--port", str(port),
-         "--log-level", "warning"],
+         "--log-level", "warning", *where],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
@@ -173,14 +175,20 @@ async def main() -> int:
     ap.add_argument("--executions", type=int, default=100)
     ap.add_argument("--tasks", type=int, default=20)
     ap.add_argument("--task-seconds", type=float, default=0.2)
+    ap.add_argument("--no-store", action="store_true",
+                    help="serve --no-store (in memory) instead of a durable store in a "
+                         "temporary directory")
     args = ap.parse_args()
+    scratch = tempfile.TemporaryDirectory(prefix="http_load-")
+    store = None if args.no_store else os.path.join(scratch.name, "runs.db")
+    print(f"store: {store or 'in memory (--no-store)'}")
     plans = [plan_for(args.tasks, args.task_seconds, i) for i in range(args.executions)]
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     base = f"http://127.0.0.1:{port}"
-    proc = start_server(port)
+    proc = start_server(port, store)
     try:
         await wait_up(base, proc)
         limits = httpx.Limits(max_connections=args.executions * 2 + 20,

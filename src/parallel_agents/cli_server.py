@@ -41,34 +41,65 @@ def serve_command(
         "--session", help="NAME:TOKEN, repeatable: a session token that sees only its own "
         "executions.")] = None,
     store: Annotated[Optional[str], typer.Option(
-        "--store", help="Durable store path. Not available yet: executions are kept in "
-        "memory.")] = None,
+        "--store", help="Run store file: every execution is a durable run that survives a "
+        "restart (default: $PARALLEL_AGENTS_STORE or .parallel_agents/runs.db).",
+        show_default=False)] = None,
+    no_store: Annotated[bool, typer.Option(
+        "--no-store", help="Keep executions in memory only (lost on restart).")] = False,
     max_body_bytes: Annotated[int, typer.Option(
         "--max-body-bytes", min=1024, help="Largest request body accepted.")] = 2 * 1024 * 1024,
     max_tasks: Annotated[int, typer.Option(
         "--max-tasks", min=1, help="Most tasks in one plan.")] = 1000,
+    backend: Annotated[str, typer.Option(
+        "--backend", help="Where tasks run: local (this process) or ray.")] = "local",
+    ray_address: Annotated[Optional[str], typer.Option(
+        "--ray-address", help="With --backend ray: the cluster to join (default: start a "
+        "local Ray).", show_default=False)] = None,
     log_level: Annotated[str, typer.Option("--log-level")] = "info",
 ) -> None:
     """Serve the HTTP API (see /docs) and the live dashboard (/) for many executions at once."""
-    from ._exceptions import UsageError
-    from .server import Limits, check_bind, create_app, serve
+    from ._exceptions import ParallelAgentsError, UsageError
+    from .backends import resolve_backend
+    from .cli_coordinator import _planner
+    from .coordinator import Coordinator
+    from .server import CoordinatorPlanner, Limits, check_bind, create_app, serve
 
     token = token or os.environ.get(TOKEN_ENV) or None
     sessions = _parse_sessions(session or [])
-    if store is not None:
-        _fail("--store is not available in this version yet (executions are kept in memory); "
-              "run without --store")
+    if store is not None and no_store:
+        _fail("give --store PATH or --no-store, not both")
     try:
         check_bind(host, token, sessions)
     except UsageError as exc:
         _fail(str(exc))
-    app = create_app(token=token, session_tokens=sessions,
-                     limits=Limits(max_body_bytes=max_body_bytes, max_tasks=max_tasks))
+    try:
+        # One backend for every execution: a Ray backend starts (or joins) Ray once.
+        shared_backend = resolve_backend(backend, ray_address=ray_address)
+        # Request texts are planned like `parallel-agents run "..."`: the model named by
+        # $PARALLEL_AGENTS_MODEL, or the keyword analysis (PARALLEL_AGENTS_PLANNER=keywords).
+        provider, planner_model, _ = _planner()
+    except ParallelAgentsError as exc:
+        _fail(str(exc))
+    planner = CoordinatorPlanner(Coordinator(provider, planner_model=planner_model))
+    run_store = None
+    if not no_store:
+        from .store import default_store_path
+
+        run_store = default_store_path(store)
+    try:
+        app = create_app(token=token, session_tokens=sessions, planner=planner,
+                         run_store=run_store,
+                         executor_options={"backend": shared_backend},
+                         limits=Limits(max_body_bytes=max_body_bytes, max_tasks=max_tasks))
+    except ParallelAgentsError as exc:  # a bad store file: what is wrong, and what to do
+        _fail(str(exc))
     shown = f"[{host}]" if ":" in host else host
     auth = " (paste your token in the page, or open it with #token=YOUR_TOKEN)" \
         if token or sessions else ""
     typer.echo(f"dashboard: http://{shown}:{port}/{auth}", err=True)
     typer.echo(f"API docs:  http://{shown}:{port}/docs", err=True)
+    typer.echo(f"store:     {run_store if run_store is not None else 'in memory (--no-store)'}",
+               err=True)
     serve(app, host, port, log_level=log_level)
 
 

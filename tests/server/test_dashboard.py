@@ -110,3 +110,24 @@ def test_dashboard_cancel_button_stops_a_run(page: Page, page_server: ServerThre
     page.click("#cancel")
     expect(page.locator("#exec-status")).to_have_text("cancelled", timeout=30_000)
     expect(page.locator(".bar.cancelled")).to_have_count(1)
+
+
+def test_dashboard_shows_the_coordinators_answer(page: Page, tmp_path: Path) -> None:
+    from parallel_agents.coordinator import Coordinator
+    from parallel_agents.providers.base import FunctionProvider
+    from parallel_agents.server import CoordinatorPlanner
+
+    app = create_app(token=TOKEN,
+                     planner=CoordinatorPlanner(Coordinator(model="scripted:m"), tmp_path),
+                     executor_options={"providers": {
+                         "scripted": FunctionProvider(lambda r: "Delivered <b>as text</b>.")}})
+    with ServerThread(app) as srv, httpx.Client(
+            base_url=srv.url, headers={"Authorization": f"Bearer {TOKEN}"}) as api:
+        eid = api.post("/api/execute-parallel", json={
+            "message": "Create index.html and app.js"}).json()["execution_id"]
+        page.goto(f"{srv.url}/#token={TOKEN}")
+        page.click(f'#executions li[data-id="{eid}"]')
+        expect(page.locator("#exec-status")).to_have_text("succeeded", timeout=30_000)
+        answer = page.locator("#final-response")
+        expect(answer).to_contain_text("# Done", timeout=20_000)
+        expect(answer).to_contain_text("Delivered <b>as text</b>.")  # text, never HTML

@@ -145,8 +145,8 @@ def test_bad_json_and_bad_bodies(client):
     assert_error(client.post("/api/execute-parallel", json={"plan": {"tasks": []}}), 422,
                  "invalid_plan", "no tasks")
     assert_error(client.post("/api/execute-parallel",
-                             json={"plan": plan_of(sleep_task("a")), "budget_usd": 1}),
-                 422, "unsupported", "budget_usd")
+                             json={"plan": plan_of(sleep_task("a")), "budget_usd": -1}),
+                 422, "invalid_request", "budget_usd")
 
 
 def test_invalid_plans_list_every_problem(client):

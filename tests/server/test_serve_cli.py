@@ -32,12 +32,14 @@ def test_refuses_a_public_address_without_a_token() -> None:
     assert bad.returncode == 2 and "NAME:TOKEN" in bad.stderr
 
 
-def test_serves_with_the_token_from_the_environment_and_stops_on_sigint() -> None:
+def test_serves_with_the_token_from_the_environment_and_stops_on_sigint(tmp_path) -> None:
     port = free_port()
     token = "env-token-abcdef123456"
     env = {**os.environ, "PARALLEL_AGENTS_TOKEN": token}
+    env.pop("PARALLEL_AGENTS_STORE", None)
     proc = subprocess.Popen([*SERVE, "--port", str(port), "--log-level", "warning"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -58,3 +60,75 @@ def test_serves_with_the_token_from_the_environment_and_stops_on_sigint() -> Non
     assert proc.returncode == 0, err
     assert f"dashboard: http://127.0.0.1:{port}/" in err
     assert token not in err
+    # Durable by default: the store's default path, in the working directory.
+    store = tmp_path / ".parallel_agents" / "runs.db"
+    assert f"store:     {store}" in err and store.is_file()
+
+
+def test_serve_refuses_a_file_that_is_not_a_store(tmp_path) -> None:
+    bad = tmp_path / "notes.txt"
+    bad.write_text("not a database")
+    proc = subprocess.run([*SERVE, "--store", str(bad)], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 2
+    assert "is not a parallel-agents store" in proc.stderr and "Traceback" not in proc.stderr
+    assert bad.read_text() == "not a database"
+    both = subprocess.run([*SERVE, "--store", str(bad), "--no-store"], capture_output=True,
+                          text=True, timeout=60)
+    assert both.returncode == 2 and "not both" in both.stderr
+
+
+def _wait_healthy(proc: subprocess.Popen, base: str) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(base + "/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+        time.sleep(0.1)
+
+
+def test_serve_plans_request_texts_with_the_coordinator(tmp_path) -> None:
+    """`serve` plans like `run "..."` (here the keyword analysis). The tasks use a priced
+    remote model under a zero budget, so none may start: nothing leaves the machine, and the
+    answer still comes back, saying why nothing was delivered."""
+    port = free_port()
+    env = {**os.environ, "PARALLEL_AGENTS_PLANNER": "keywords",
+           "PARALLEL_AGENTS_MODEL": "openai:gpt-4o-mini"}
+    env.pop("PARALLEL_AGENTS_TOKEN", None)
+    env.pop("PARALLEL_AGENTS_STORE", None)
+    proc = subprocess.Popen([*SERVE, "--port", str(port), "--log-level", "warning"], env=env,
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(proc, base)
+        r = httpx.post(base + "/api/execute-parallel", timeout=30, json={
+            "message": "Build a restaurant website with booking", "budget_usd": 0})
+        assert r.status_code == 202, r.text
+        assert r.json()["decision"]["mode"] == "parallel"
+        execution_id = r.json()["execution_id"]
+        deadline = time.monotonic() + 60
+        while (body := httpx.get(f"{base}/api/execution/{execution_id}").json())[
+                "status"] == "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert body["status"] == "failed"
+        assert body["reason"].startswith("budget exhausted ($0)")
+        assert "Not delivered" in body["final_response"]
+        assert (tmp_path / ".parallel_agents" / "runs" / execution_id /
+                "FINAL_RESPONSE.md").is_file()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+
+
+def test_serve_refuses_a_ray_address_without_the_ray_backend() -> None:
+    proc = subprocess.run([*SERVE, "--ray-address", "127.0.0.1:6379"], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "--ray-address needs --backend ray" in proc.stderr
+    assert "Traceback" not in proc.stderr

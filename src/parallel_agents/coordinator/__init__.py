@@ -245,11 +245,16 @@ class Coordinator:
         self.task_defaults = dict(task_defaults or {})
         self.answers_dir = answers_dir
 
-    async def plan(self, request: str, template: str | None = None) -> Decomposition:
-        """Decompose `request` (nothing runs)."""
+    async def plan(self, request: str, template: str | None = None, *,
+                   force_parallel: bool = False) -> Decomposition:
+        """Decompose `request` (nothing runs).
+
+        `force_parallel` keeps the request's parts as separate tasks even when running them
+        serially was judged better.
+        """
         decomposition = await decompose(request, self.provider, template=template,
                                         model=self.model, planner_model=self.planner_model,
-                                        pools=self.pools)
+                                        pools=self.pools, force_parallel=force_parallel)
         for spec in decomposition.tasks:
             self._defaults(spec)
         return decomposition
@@ -283,20 +288,38 @@ class Coordinator:
 
     def _executor(self, run_id: str) -> tuple[Executor, Path, dict[str, dict[str, str]]]:
         workspace = self.workspace or Path(".parallel_agents") / "runs" / run_id
-        workspace.mkdir(parents=True, exist_ok=True)
         executor = Executor(agents=self.agents, max_workers=self.max_workers,
                             on_event=self.on_event, workspace=workspace,
                             **self.executor_options)
+        return executor, *self._adopt(executor, run_id)
+
+    def _adopt(self, executor: Executor, run_id: str
+               ) -> tuple[Path, dict[str, dict[str, str]]]:
+        """Give `executor` the run's workspace and snapshot every file its agents write."""
+        if executor.workspace is None:
+            executor.workspace = self.workspace or Path(".parallel_agents") / "runs" / run_id
+        workspace = executor.workspace
+        workspace.mkdir(parents=True, exist_ok=True)
         snapshots: dict[str, dict[str, str]] = {}
         for kind, agent in list(executor.agents.items()):
             executor.agents[kind] = _Snapshotting(agent, snapshots)
-        return executor, workspace, snapshots
+        return workspace, snapshots
 
-    async def execute(self, decomposition: Decomposition) -> CoordinatorResult:
-        """Run a decomposition (e.g. one shown with --show-plan and then approved)."""
+    async def execute(self, decomposition: Decomposition, *, run_id: str | None = None,
+                      executor: Executor | None = None) -> CoordinatorResult:
+        """Run a decomposition (e.g. one shown with --show-plan and then approved).
+
+        `executor`: run on this executor instead of one built from this coordinator's
+        options (the HTTP gateway passes its own, to stream its events and cancel it);
+        its agents are wrapped to snapshot files, and it gets the run's workspace unless it
+        has one.
+        """
         plan = to_plan(decomposition.plan, self.run_task)
-        run_id = new_run_id()
-        executor, workspace, snapshots = self._executor(run_id)
+        run_id = run_id or new_run_id()
+        if executor is None:
+            executor, workspace, snapshots = self._executor(run_id)
+        else:
+            workspace, snapshots = self._adopt(executor, run_id)
         result = await executor.execute(plan, run_id=run_id)
         return await self._finish(decomposition, result, workspace, snapshots)
 

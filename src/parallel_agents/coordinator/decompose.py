@@ -235,6 +235,7 @@ async def decompose(
     planner_model: str = "",
     pools: dict[str, dict[str, Any]] | None = None,
     max_tokens: int = 768,
+    force_parallel: bool = False,
 ) -> Decomposition:
     """Turn `request` into a plan.
 
@@ -242,7 +243,8 @@ async def decompose(
     schema), repair it, and fall back on the keyword analysis when the answer is unusable
     or coarser than that analysis; without a provider, the keyword analysis directly.
     `model` ("PROVIDER:MODEL") is set on every task; `planner_model` is the model name the
-    planning request carries.
+    planning request carries. `force_parallel` keeps the parts as separate tasks even when
+    the coordinator would run the request serially (the HTTP gateway's `force_parallel`).
     """
     request = (request or "").strip()
     if not request:
@@ -314,7 +316,10 @@ async def decompose(
         for t in tasks:
             t["pool"] = distribution[t["id"]]["pool"] if t["id"] == "main" else t["pool"]
     decision, reason, makespan, serial = decide(tasks, pools)
-    if decision == "serial" and (len(tasks) > 1 or tasks[0]["id"] != "main"):
+    if decision == "serial" and force_parallel and len(tasks) > 1:
+        decision, reason = "parallel", f"forced parallel (the coordinator would have run it " \
+            f"serially: {reason})"
+    elif decision == "serial" and (len(tasks) > 1 or tasks[0]["id"] != "main"):
         tasks = _collapse(request, tasks, pools, model)
         distribution = {"main": distribute(request, tasks[0]["agent"], pools).to_dict()}
         makespan = serial = tasks[0]["estimated_seconds"]

@@ -5,19 +5,22 @@
         print(server.url)
 """
 
-from ._app import Limits, Planner, create_app
+from ._app import Limits, create_app
 from ._manager import ExecutionManager, ExecutionNotFound, Principal, TooManyExecutions
+from ._planning import CoordinatorPlanner, Planned, Planner
 from ._redact import Redactor
 from ._runner import ServerThread, check_bind, is_loopback, serve
 from ._store import ExecutionRecord, ExecutionStore, MemoryExecutionStore
 
 __all__ = [
+    "CoordinatorPlanner",
     "ExecutionManager",
     "ExecutionNotFound",
     "ExecutionRecord",
     "ExecutionStore",
     "Limits",
     "MemoryExecutionStore",
+    "Planned",
     "Planner",
     "Principal",
     "Redactor",

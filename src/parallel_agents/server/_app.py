@@ -5,10 +5,11 @@ from __future__ import annotations
 import hmac
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from importlib import resources
-from typing import Annotated, Any, Protocol
+from pathlib import Path
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Query
 from fastapi.responses import FileResponse, Response
@@ -18,24 +19,16 @@ from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette.sse import EventSourceResponse
 
 from .. import __version__
+from ..backends import Backend
 from ..plan import Plan
 from ._errors import ApiError, error_response, install_error_handlers
 from ._manager import ExecutionManager, Principal, check_plan_size
 from ._metrics import GatewayMetrics
+from ._planning import CoordinatorPlanner, Planned, Planner, as_planned
 from ._redact import Redactor
 from ._store import ExecutionRecord, ExecutionStore
 
 __all__ = ["Limits", "Planner", "create_app"]
-
-
-class Planner(Protocol):
-    """The coordinator seam: turn a request text into a plan, or None to answer serially.
-
-    The coordinator issue provides one; until then the gateway runs only explicit plans.
-    """
-
-    def __call__(self, message: str, *, session_key: str | None, project: str | None,
-                 force_parallel: bool) -> Awaitable[Plan | None]: ...
 
 
 class Limits(BaseModel):
@@ -64,11 +57,13 @@ class ExecuteRequest(BaseModel):
     sessionKey: str | None = Field(default=None, min_length=1, max_length=200)
     project: str | None = Field(default=None, min_length=1, max_length=200)
     force_parallel: bool = Field(
-        default=False, description="With `message`: plan in parallel even if the coordinator "
-        "would answer serially. Ignored with `plan` (a plan always runs as given).")
+        default=False, description="With `message`: keep the request's parts as separate "
+        "tasks even if the coordinator would run it serially. Ignored with `plan` (a plan "
+        "always runs as given).")
     budget_usd: float | None = Field(
-        default=None, gt=0, description="Not enforced yet: a request with a budget is refused "
-        "rather than run without the limit it asks for.")
+        default=None, ge=0, description="Most USD the execution's LLM tasks may spend: a task "
+        "that could exceed what is left is skipped (the run ends `partial`, with the reason). "
+        "Every priced model must have a known price.")
 
 
 class ChatRequest(BaseModel):
@@ -87,6 +82,9 @@ class ExecuteResponse(BaseModel):
                                       "tasks' estimates (virtual-time simulation).")
     events_url: str
     status_url: str
+    decision: dict[str, Any] | None = Field(
+        default=None, description="With `message`: the coordinator's serial/parallel "
+        "decision, its reason and the plan's source.")
 
 
 class ExecutionView(BaseModel):
@@ -100,7 +98,10 @@ class ExecutionView(BaseModel):
     estimated_duration: float
     tasks: list[dict[str, Any]]
     results: dict[str, Any]
-    final_response: str | None
+    final_response: str | None = Field(description="The coordinator's answer (markdown) once "
+                                       "a run planned from `message` has ended.")
+    conflicts: list[dict[str, Any]]
+    decision: dict[str, Any] | None
     cost: dict[str, Any]
     makespan_seconds: float | None
     speedup: float | None
@@ -123,9 +124,13 @@ class CancelResponse(BaseModel):
 
 
 class ChatResponse(BaseModel):
-    mode: str = Field(description="`parallel` (an execution was started) or `serial`.")
+    mode: str = Field(description="`parallel` (an execution was started; follow it) or "
+                      "`serial` (answered in this response, by one task).")
     execution_id: str | None = None
-    response: str | None = None
+    response: str | None = Field(default=None, description="`serial`: the answer.")
+    status: str | None = Field(default=None, description="The execution's status "
+                               "(`serial`: final).")
+    reason: str | None = Field(default=None, description="Why the coordinator chose the mode.")
     message: str
 
 
@@ -223,8 +228,10 @@ def create_app(
     token: str | None = None,
     session_tokens: Mapping[str, str] | None = None,
     store: ExecutionStore | None = None,
+    run_store: str | Path | None = None,
     manager: ExecutionManager | None = None,
     planner: Planner | None = None,
+    coordinator: Any = None,
     limits: Limits | None = None,
     executor_options: dict[str, Any] | None = None,
 ) -> FastAPI:
@@ -235,8 +242,13 @@ def create_app(
       every execution.
     * **session_tokens** - session name -> token. A session sees only its own executions.
     * **store** - where executions are kept (in memory by default).
-    * **planner** - the coordinator seam for request texts (`message`) and `/api/chat`.
+    * **run_store** - a durable store file (`parallel_agents.store`): every execution is a
+      durable run, and executions and their events survive a restart of the server.
+    * **planner** - the seam for request texts (`message`) and `/api/chat`.
+    * **coordinator** - a `Coordinator`: shorthand for `planner=CoordinatorPlanner(it)`.
     """
+    if planner is None and coordinator is not None:
+        planner = CoordinatorPlanner(coordinator)
     limits = limits or Limits()
     sessions = dict(session_tokens or {})
     for name, secret in sessions.items():
@@ -244,8 +256,20 @@ def create_app(
             raise ValueError(f"session {name!r} has an empty token")
     secrets = [t for t in (token, *sessions.values()) if t]
     auth_on = bool(secrets)
+    redactor = Redactor.from_environment(secrets)
+    closers: list[Any] = []
+    if run_store is not None:
+        if store is not None or manager is not None:
+            raise ValueError("give run_store, or store/manager, not both")
+        from ._durable import DurableExecutionStore, RedactingRunStore
+
+        durable = RedactingRunStore(run_store, redactor=redactor.child(()))
+        durable.add_secrets(secrets)
+        store = DurableExecutionStore(durable)
+        executor_options = {**(executor_options or {}), "store": durable}
+        closers += [store.close, durable.close]
     manager = manager or ExecutionManager(
-        store, redactor=Redactor.from_environment(secrets), max_active=limits.max_active,
+        store, redactor=redactor, max_active=limits.max_active,
         executor_options=executor_options)
     metrics = GatewayMetrics(manager)
 
@@ -253,6 +277,12 @@ def create_app(
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
         await manager.shutdown()
+        # A backend shared by every execution (`serve --backend ray`) is released once, here.
+        backend = (executor_options or {}).get("backend")
+        if isinstance(backend, Backend):
+            await backend.close()
+        for close in closers:
+            close()
 
     app = FastAPI(
         title="parallel-agents gateway",
@@ -311,8 +341,9 @@ def create_app(
             "estimated_duration": record.estimated_duration,
             "tasks": tasks,
             "results": result.get("tasks") or {},
-            # Synthesis of a final answer is the coordinator's job (issue: coordinator).
-            "final_response": None,
+            "final_response": result.get("final_response"),
+            "conflicts": result.get("conflicts") or [],
+            "decision": result.get("decision"),
             "cost": {"usd": result.get("cost_usd", 0.0), "tokens": result.get("tokens") or {}},
             "makespan_seconds": result.get("makespan_seconds"),
             "speedup": result.get("speedup"),
@@ -346,11 +377,6 @@ def create_app(
               tags=["executions"])
     async def execute_parallel(body: ExecuteRequest, who: Principal = who_dep) -> dict[str, Any]:
         """Start an execution of `plan` (or of the coordinator's plan for `message`)."""
-        if body.budget_usd is not None:
-            raise ApiError(422, "unsupported",
-                           "budget_usd is not enforced by this version of the engine, so a "
-                           "budgeted request is refused rather than run without its limit; "
-                           "omit budget_usd")
         if body.plan is None and body.message is None:
             raise ApiError(422, "invalid_request",
                            "nothing to run: send `plan` (a plan in the plan-file schema, with "
@@ -359,12 +385,14 @@ def create_app(
             raise ApiError(422, "invalid_request",
                            "send either `plan` or `message`, not both")
         session_key = session_of(who, body.sessionKey)
+        planned: Planned | None = None
         if body.plan is not None:
             check_plan_size(body.plan, limits.max_tasks)
             plan = Plan.from_dict(body.plan, source="plan")
         else:
-            plan = await _plan_from_message(body.message or "", session_key, body.project,
-                                            body.force_parallel)
+            planned = await _plan_from_message(body.message or "", session_key, body.project,
+                                               body.force_parallel)
+            plan = planned.plan
         if len(plan.tasks) > limits.max_tasks:
             raise ApiError(422, "plan_too_large",
                            f"the plan has {len(plan.tasks)} tasks; at most {limits.max_tasks}")
@@ -373,26 +401,30 @@ def create_app(
                            "under `tasks`",
                            [{"location": "plan.tasks", "message": "empty"}])
         record = manager.start(plan, principal=who, session_key=session_key,
-                               project=body.project)
+                               project=body.project, budget_usd=body.budget_usd,
+                               run=planned.run if planned is not None else None)
         return {"execution_id": record.execution_id, "status": record.status,
                 "tasks": record.tasks, "estimated_duration": record.estimated_duration,
                 "events_url": f"/api/execution/{record.execution_id}/events",
-                "status_url": f"/api/execution/{record.execution_id}"}
+                "status_url": f"/api/execution/{record.execution_id}",
+                "decision": planned.details or {"mode": planned.decision,
+                                                "reason": planned.reason}
+                if planned is not None else None}
 
     async def _plan_from_message(message: str, session_key: str | None, project: str | None,
-                                 force_parallel: bool) -> Plan:
+                                 force_parallel: bool) -> Planned:
         if planner is None:
             raise ApiError(422, "coordinator_unavailable",
                            "this server has no coordinator to turn a request text into a "
                            "plan; send a `plan` (the plan-file schema: {\"tasks\": [{\"id\": "
                            "..., \"command\": [...]}]}) instead of `message`")
-        plan = await planner(message, session_key=session_key, project=project,
-                             force_parallel=force_parallel)
-        if plan is None:
+        planned = as_planned(await planner(message, session_key=session_key, project=project,
+                                           force_parallel=force_parallel))
+        if planned is None:
             raise ApiError(422, "not_parallel",
-                           "the coordinator found nothing to run in parallel for this "
-                           "request; use POST /api/chat to have it answered serially")
-        return plan
+                           "the planner found nothing to run in parallel for this request; "
+                           "use POST /api/chat to have it answered serially")
+        return planned
 
     @app.get("/api/execution/{execution_id}", response_model=ExecutionView,
              tags=["executions"])
@@ -464,18 +496,29 @@ def create_app(
                     "message": "no coordinator is configured on this server, so the message "
                                "was not routed to a parallel execution; to run work in "
                                "parallel, POST a plan to /api/execute-parallel"}
-        plan = await planner(body.message, session_key=session_key, project=body.project,
-                             force_parallel=False)
-        if plan is None or not plan.tasks:
+        planned = as_planned(await planner(body.message, session_key=session_key,
+                                           project=body.project, force_parallel=False))
+        if planned is None or not planned.plan.tasks:
             return {"mode": "serial", "execution_id": None, "response": None,
-                    "message": "the coordinator judged this request not worth running in "
-                               "parallel"}
-        record = manager.start(plan, principal=who, session_key=session_key,
-                               project=body.project)
-        return {"mode": "parallel", "execution_id": record.execution_id, "response": None,
-                "message": f"started execution {record.execution_id} with "
-                           f"{len(record.tasks)} tasks; follow "
-                           f"/api/execution/{record.execution_id}/events"}
+                    "message": "the planner judged this request not worth running in "
+                               "parallel, and has no serial answer for it"}
+        record = manager.start(planned.plan, principal=who, session_key=session_key,
+                               project=body.project, run=planned.run)
+        if planned.parallel:
+            return {"mode": "parallel", "execution_id": record.execution_id,
+                    "response": None, "status": record.status, "reason": planned.reason,
+                    "message": f"started execution {record.execution_id} with "
+                               f"{len(record.tasks)} tasks; follow "
+                               f"/api/execution/{record.execution_id}/events"}
+        # Serial (the seeds' original /api/chat): one task, answered in this response. It
+        # still runs as an execution, so it can be followed, listed and cancelled meanwhile.
+        record = await manager.wait(record.execution_id, who)
+        result = record.result or {}
+        return {"mode": "serial", "execution_id": record.execution_id,
+                "response": result.get("final_response"), "status": record.status,
+                "reason": planned.reason,
+                "message": f"answered serially ({planned.reason}); execution "
+                           f"{record.execution_id} {record.status}"}
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, Any]:

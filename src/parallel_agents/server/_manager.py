@@ -18,10 +18,11 @@ from typing import Any
 
 from .._exceptions import UsageError
 from ..events import Event
-from ..executor import Executor, _check_strategy, new_run_id
+from ..executor import Executor, _check_llm_tasks, _check_strategy, new_run_id
 from ..plan import Plan
 from ..results import RunResult
 from ..simulate import simulate
+from ._planning import RunFn
 from ._redact import Redactor, plan_secrets
 from ._store import ExecutionRecord, ExecutionStore, MemoryExecutionStore
 
@@ -93,22 +94,33 @@ class ExecutionManager:
 
     # -- starting ------------------------------------------------------------------------
     def start(self, plan: Plan, *, principal: Principal, session_key: str | None = None,
-              project: str | None = None) -> ExecutionRecord:
+              project: str | None = None, budget_usd: float | None = None,
+              run: RunFn | None = None) -> ExecutionRecord:
         """Validate and start `plan` in the running loop; return at once.
 
-        Raises `UsageError`/`PlanError` for a plan the executor would refuse, and
-        `TooManyExecutions` when the server is full.
+        `run` runs the plan on the execution's executor instead of `executor.execute` (the
+        coordinator's planner uses it to aggregate and synthesize); its extras join the
+        result. Raises `UsageError`/`PlanError` for a plan the executor would refuse (an
+        unknown price under a budget, ...), and `TooManyExecutions` when the server is full.
         """
         if len(self.live) >= self.max_active:
             raise TooManyExecutions(
                 f"{len(self.live)} executions are already running (the limit is "
                 f"{self.max_active}); retry when some have finished")
-        executor = Executor(**self.executor_options)
+        options = dict(self.executor_options)
+        if budget_usd is not None:
+            options["budget_usd"] = budget_usd
+        executor = Executor(**options)
         _check_strategy(plan, executor.strategy or plan.strategy or "dependency")
+        _check_llm_tasks(plan, executor)
         execution_id = new_run_id()
         while self.store.get(execution_id) is not None:  # pragma: no cover - 24 random bits
             execution_id = new_run_id()
-        redact = self.redactor.child(plan_secrets(t.env for t in plan.tasks))
+        secrets = plan_secrets(t.env for t in plan.tasks)
+        redact = self.redactor.child(secrets)
+        add_to_store = getattr(options.get("store"), "add_secrets", None)
+        if add_to_store is not None:
+            add_to_store(secrets)  # before the run writes anything to the durable store
         tasks = [redact(_task_view(t)) for t in plan.tasks]
         try:
             estimate = simulate(plan, strategy=executor.strategy).makespan
@@ -130,14 +142,19 @@ class ExecutionManager:
         executor.subscribe(lambda event: self._record_event(execution_id, live, event))
         self.live[execution_id] = live
         live.runner = asyncio.get_running_loop().create_task(
-            self._run(execution_id, live, plan), name=f"execution {execution_id}")
+            self._run(execution_id, live, plan, run), name=f"execution {execution_id}")
         return record
 
-    async def _run(self, execution_id: str, live: _Live, plan: Plan) -> None:
+    async def _run(self, execution_id: str, live: _Live, plan: Plan, run_fn: RunFn | None
+                   ) -> None:
         status, result = "failed", None
         try:
-            run = await live.executor.execute(plan, run_id=execution_id)
-            status, result = run.status, self._result_dict(live, run)
+            extras: dict[str, Any] = {}
+            if run_fn is None:
+                run = await live.executor.execute(plan, run_id=execution_id)
+            else:
+                run, extras = await run_fn(live.executor, execution_id)
+            status, result = run.status, self._result_dict(live, run, extras)
         except asyncio.CancelledError:
             status = "cancelled"
             result = {"status": status, "reason": "the server stopped during the run"}
@@ -153,8 +170,10 @@ class ExecutionManager:
                 for fn in self._finish_listeners:
                     fn(record)
 
-    def _result_dict(self, live: _Live, run: RunResult) -> dict[str, Any]:
+    def _result_dict(self, live: _Live, run: RunResult, extras: dict[str, Any]
+                     ) -> dict[str, Any]:
         out = run.to_dict()
+        out.update(extras)
         out["cost_usd"] = round(sum(t.cost_usd for t in run.tasks.values()), 6)
         tokens: dict[str, int] = {}
         for t in run.tasks.values():
@@ -182,6 +201,14 @@ class ExecutionManager:
         if record is None or not principal.may_see(record):
             raise ExecutionNotFound(execution_id)
         return record
+
+    async def wait(self, execution_id: str, principal: Principal) -> ExecutionRecord:
+        """The execution once it has ended. A caller that goes away does not cancel it."""
+        self.get(execution_id, principal)
+        live = self.live.get(execution_id)
+        if live is not None and live.runner is not None:
+            await asyncio.wait([live.runner])  # unlike `await`, never cancels the runner
+        return self.get(execution_id, principal)
 
     def task_states(self, record: ExecutionRecord) -> dict[str, dict[str, Any]]:
         """Each task's status now: live while running, from the final result afterwards."""

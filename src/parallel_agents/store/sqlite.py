@@ -123,6 +123,25 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX runs_by_created ON runs (created_at);
     """,
+    # 2: the HTTP gateway's view of its executions (parallel_agents.server._durable): who
+    # owns each, its session and project, the tasks as clients see them, and the final result
+    # with the coordinator's answer. Values are redacted before they are written.
+    """
+    CREATE TABLE gateway_executions (
+        id                 TEXT PRIMARY KEY,
+        owner              TEXT,
+        session_key        TEXT,
+        project            TEXT,
+        plan_name          TEXT NOT NULL,
+        tasks_json         TEXT NOT NULL,
+        created_at         REAL NOT NULL,
+        estimated_duration REAL NOT NULL,
+        status             TEXT NOT NULL,
+        finished_at        REAL,
+        result_json        TEXT
+    );
+    CREATE INDEX gateway_executions_by_created ON gateway_executions (created_at);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -652,10 +671,20 @@ class RunStore:
 
     def events(self, run_id: str) -> list[dict[str, Any]]:
         """The run's events in order, as `Event.to_dict()` gave them."""
+        return self._events("WHERE run_id = ? ORDER BY seq", (run_id,))
+
+    def events_after(self, run_id: str, seq: int, limit: int = 1000) -> list[dict[str, Any]]:
+        """Up to `limit` events with a seq above `seq`, in order (the gateway's SSE replay:
+        one indexed range read per page, not the whole run)."""
+        return self._events("WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                            (run_id, seq, limit))
+
+    def _events(self, where: str, args: tuple) -> list[dict[str, Any]]:
+        run_id = args[0]
         out = []
         for seq, kind, task_id, attempt, at, message, data in self._query(
                 "SELECT seq, kind, task_id, attempt, time, message, data_json FROM events "
-                "WHERE run_id = ? ORDER BY seq", (run_id,)):
+                + where, args):
             event: dict[str, Any] = {"seq": seq, "kind": kind, "run_id": run_id, "time": at}
             if task_id is not None:
                 event["task_id"] = task_id

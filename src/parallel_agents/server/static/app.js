@@ -169,6 +169,10 @@ function render() {
     d.querySelector("dt").textContent = k; d.querySelector("dd").textContent = v;
     return d;
   }));
+  // The coordinator's answer (markdown) for runs planned from a request text; shown as text.
+  const answer = $("#final-response");
+  answer.hidden = !info.final_response;
+  answer.textContent = info.final_response || "";
   const now = Date.now() / 1000 + (isFinite(state.offset) ? state.offset : 0);
   const t0 = ex.t0 || now;
   let end = t0 + 0.001;

@@ -1,0 +1,192 @@
+"""The gateway over the durable store: executions, events and answers survive a restart;
+secrets never reach the file; the CLI's `list`/`status` see server runs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+from http_support import plan_of, read_sse, sleep_task, wait_finished
+
+from parallel_agents.coordinator import Coordinator
+from parallel_agents.providers.base import FunctionProvider
+from parallel_agents.server import CoordinatorPlanner, ServerThread, create_app
+
+PLAN_SECRET = "plan-secret-value-8d1f2a"
+TOKEN = "durable-operator-token-123456"
+
+
+def _echo_secret_task(task_id: str) -> dict:
+    code = ("import os, sys; print('key', os.environ['SERVICE_API_KEY']); "
+            "print('warn', os.environ['SERVICE_API_KEY'], file=sys.stderr)")
+    return {"id": task_id, "command": [sys.executable, "-c", code],
+            "env": {"SERVICE_API_KEY": PLAN_SECRET}}
+
+
+def _server(store: Path, **options) -> ServerThread:
+    return ServerThread(create_app(token=TOKEN, run_store=store, **options))
+
+
+def _client(srv: ServerThread) -> httpx.Client:
+    return httpx.Client(base_url=srv.url, timeout=60,
+                        headers={"Authorization": f"Bearer {TOKEN}"})
+
+
+def test_executions_and_events_survive_a_restart(tmp_path: Path) -> None:
+    store = tmp_path / "runs.db"
+    plan = plan_of(sleep_task("a", 0.05), _echo_secret_task("b"),
+                   sleep_task("c", 0.05, depends_on=["a", "b"]))
+    with _server(store) as srv, _client(srv) as c:
+        r = c.post("/api/execute-parallel", json={"plan": plan, "sessionKey": "s1",
+                                                  "project": "p"})
+        assert r.status_code == 202, r.text
+        execution_id = r.json()["execution_id"]
+        before = wait_finished(c, execution_id)
+        assert before["status"] == "succeeded"
+        with c.stream("GET", f"/api/execution/{execution_id}/events") as s:
+            live_events = read_sse(s)
+    assert live_events[-1]["kind"] == "run_finished"
+
+    with _server(store) as srv, _client(srv) as c:
+        after = c.get(f"/api/execution/{execution_id}").json()
+        for key in ("status", "sessionKey", "project", "plan", "estimated_duration",
+                    "makespan_seconds", "speedup", "cost", "results"):
+            assert after[key] == before[key], key
+        assert [t["id"] for t in after["tasks"]] == ["a", "b", "c"]
+        assert after["events"] == len(live_events)
+        assert "key ***" in str(after["results"]["b"])
+        # Replay after restart: the same events, in order; Last-Event-ID resumes mid-way.
+        with c.stream("GET", f"/api/execution/{execution_id}/events") as s:
+            replayed = read_sse(s)
+        assert replayed == live_events
+        with c.stream("GET", f"/api/execution/{execution_id}/events",
+                      headers={"Last-Event-ID": "3"}) as s:
+            tail = read_sse(s)
+        assert tail == live_events[3:]
+        page = c.get("/api/executions").json()
+        assert page["total"] == 1 and page["items"][0]["execution_id"] == execution_id
+        assert page["items"][0]["counts"]["succeeded"] == 3
+        assert c.get("/api/executions", params={"sessionKey": "other"}).json()["total"] == 0
+
+    # Nothing in the store file (or its WAL) holds the secret or the token.
+    for path in tmp_path.glob("runs.db*"):
+        data = path.read_bytes()
+        assert PLAN_SECRET.encode() not in data, path
+        assert TOKEN.encode() not in data, path
+
+    # The CLI sees the server's run like any other durable run.
+    env = {**os.environ}
+    listed = subprocess.run([sys.executable, "-m", "parallel_agents", "list", "--store",
+                             str(store)], capture_output=True, text=True, env=env, timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    assert execution_id in listed.stdout
+    status = subprocess.run([sys.executable, "-m", "parallel_agents", "status", execution_id,
+                             "--store", str(store)], capture_output=True, text=True, env=env,
+                            timeout=60)
+    assert status.returncode == 0, status.stderr
+    assert "succeeded" in status.stdout
+    assert PLAN_SECRET not in status.stdout + listed.stdout
+
+
+def test_a_coordinated_answer_survives_a_restart(tmp_path: Path) -> None:
+    store = tmp_path / "runs.db"
+    provider = FunctionProvider(lambda request: "Delivered.")
+    options = {"planner": CoordinatorPlanner(Coordinator(model="scripted:gpt-4o-mini")),
+               "executor_options": {"providers": {"scripted": provider}}}
+    with _server(store, **options) as srv, _client(srv) as c:
+        r = c.post("/api/execute-parallel", json={"message": "Create index.html and app.js"})
+        assert r.status_code == 202, r.text
+        execution_id = r.json()["execution_id"]
+        before = wait_finished(c, execution_id)
+    assert before["status"] == "succeeded" and before["final_response"]
+    # The workspace lives next to the store, like plain durable runs.
+    assert (tmp_path / "runs" / execution_id / "FINAL_RESPONSE.md").is_file()
+    with _server(store, **options) as srv, _client(srv) as c:
+        after = c.get(f"/api/execution/{execution_id}").json()
+    assert after["final_response"] == before["final_response"]
+    assert after["decision"] == before["decision"] and after["conflicts"] == before["conflicts"]
+
+
+def _serve(store: Path, cwd: Path) -> tuple[subprocess.Popen, str]:
+    import socket
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k != "PARALLEL_AGENTS_TOKEN"}
+    proc = subprocess.Popen([sys.executable, "-m", "parallel_agents", "serve", "--port",
+                             str(port), "--store", str(store), "--log-level", "warning"],
+                            cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(base + "/healthz", timeout=2).status_code == 200:
+                return proc, base
+        except httpx.TransportError:
+            pass
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+        time.sleep(0.1)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    import signal
+
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+
+
+def test_a_run_cut_off_by_a_server_crash_is_resumed_by_the_cli(tmp_path: Path) -> None:
+    import time
+
+    store = tmp_path / "runs.db"
+    gate = tmp_path / "go"
+    wait_for_gate = (f"import os, time\nfor _ in range(600):\n    if os.path.exists({str(gate)!r}):"
+                     f" break\n    time.sleep(0.1)\nelse:\n    raise SystemExit('no gate')\n"
+                     f"print('through the gate')")
+    plan = plan_of(sleep_task("quick", 0.05),
+                   # The crashed attempt counts against max_retries (docs/durability.md).
+                   {"id": "gated", "command": [sys.executable, "-c", wait_for_gate],
+                    "max_retries": 1})
+    proc, base = _serve(store, tmp_path)
+    try:
+        execution_id = httpx.post(base + "/api/execute-parallel",
+                                  json={"plan": plan}).json()["execution_id"]
+        deadline = time.monotonic() + 60
+        while True:  # wait until `quick` has succeeded (committed) and `gated` runs
+            tasks = {t["id"]: t["status"] for t in
+                     httpx.get(f"{base}/api/execution/{execution_id}").json()["tasks"]}
+            if tasks == {"quick": "succeeded", "gated": "running"}:
+                break
+            assert time.monotonic() < deadline, tasks
+            time.sleep(0.1)
+    finally:
+        proc.kill()  # a crash: no shutdown, no final write
+        proc.wait(timeout=30)
+
+    proc, base = _serve(store, tmp_path)
+    try:
+        body = httpx.get(f"{base}/api/execution/{execution_id}").json()
+        assert body["status"] == "interrupted"
+    finally:
+        _stop(proc)
+
+    gate.write_text("open")
+    resumed = subprocess.run([sys.executable, "-m", "parallel_agents", "resume", execution_id,
+                              "--store", str(store)], capture_output=True, text=True,
+                             cwd=tmp_path, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+
+    proc, base = _serve(store, tmp_path)
+    try:
+        body = httpx.get(f"{base}/api/execution/{execution_id}").json()
+        assert body["status"] == "succeeded", body
+        assert body["results"]["quick"]["attempts"] == 1  # not run again
+    finally:
+        _stop(proc)
