@@ -58,7 +58,7 @@ def test_a_plan_of_llm_tasks_runs_on_the_local_model(tmp_path: Path) -> None:
     ws = tmp_path / "ws"
     proc = subprocess.run(
         [sys.executable, "-m", "parallel_agents", "run", str(plan), "--json", "--quiet",
-         "--workspace", str(ws), "--budget", "0.01"],
+         "--workspace", str(ws), "--budget", "0.01", "--store", str(tmp_path / "runs.db")],
         capture_output=True, text=True, timeout=580)
     assert proc.returncode == 0, proc.stderr[-3000:]
     data = json.loads(proc.stdout)

@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import subprocess
+import tempfile
 import sys
 import threading
 import time
@@ -263,8 +264,13 @@ def _cli(*args: str, block_ray: bool = False, **env_vars: str) -> subprocess.Com
         prelude += "sys.modules['ray'] = None  # as if Ray were not installed\n"
     code = prelude + "from parallel_agents.cli import main\nsys.argv[0] = 'parallel-agents'\nmain()\n"
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", **env_vars)
+    # Runs from the repo root: keep the run store out of the checkout.
+    env.setdefault("PARALLEL_AGENTS_STORE", str(_SCRATCH / "runs.db"))
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
                           env=env, timeout=120, cwd=REPO)
+
+
+_SCRATCH = Path(tempfile.mkdtemp(prefix="pa-ray-cli-"))
 
 
 def _write_plan(tmp_path: Path) -> Path:
