@@ -7,10 +7,11 @@ error (`APIStatusError` with `.status_code`/`.response`/`.body`, `APITimeoutErro
 
 from __future__ import annotations
 
+import inspect
 import ipaddress
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -134,3 +135,28 @@ def malformed(provider: str, model: str, why: str) -> ProviderError:
 def estimate_tokens(texts: Iterable[str], max_tokens: int) -> int:
     """A cheap upper-ish estimate for the TPM bucket before the call: ~4 chars per token."""
     return sum(len(t) for t in texts) // 4 + max_tokens
+
+
+async def parse_raw_response(raw: Any, to_response: Callable[[Any], Any], lease: Any,
+                             provider: str, model: str, secrets: Iterable[str | None]) -> Any:
+    """Parse an SDK raw response into a ChatResponse and settle the limiter lease.
+
+    Both SDKs hand back a raw response (for the rate-limit headers) whose `parse()` may be
+    async; anything that goes wrong turning it into a ChatResponse is malformed output, which
+    the engine retries.
+    """
+    headers = dict(raw.headers)
+    try:
+        parsed = raw.parse()
+        if inspect.isawaitable(parsed):  # async raw responses parse asynchronously
+            parsed = await parsed
+        response = to_response(parsed)
+    except ProviderError:
+        lease.failure(headers)
+        raise
+    except Exception as exc:
+        lease.failure(headers)
+        raise malformed(provider, model,
+                        f"{type(exc).__name__}: {redact(str(exc), secrets)[:200]}") from exc
+    lease.success(headers, response.usage.input_tokens + response.usage.output_tokens)
+    return response

@@ -16,13 +16,14 @@ import anthropic
 
 from ._http import (
     check_allow_network,
+    parse_raw_response,
     estimate_tokens,
     malformed,
     redact,
     status_error,
     transport_error,
 )
-from .base import ChatRequest, ChatResponse, Message, Provider, ProviderError, ToolCall, Usage
+from .base import ChatRequest, ChatResponse, Message, Provider, ToolCall, Usage
 from .limits import RateLimiter, limiter_for, parse_retry_after
 
 __all__ = ["AnthropicProvider", "to_anthropic_messages"]
@@ -134,22 +135,8 @@ class AnthropicProvider(Provider):
             lease.failure()
             raise malformed(self.name, request.model,
                             redact(str(exc), [self._api_key])[:200]) from exc
-        headers = dict(raw.headers)
-        try:
-            parsed = raw.parse()
-            if inspect.isawaitable(parsed):  # async raw responses parse asynchronously
-                parsed = await parsed
-            response = self._to_response(parsed, request)
-        except ProviderError:
-            lease.failure(headers)
-            raise
-        except Exception as exc:
-            lease.failure(headers)
-            raise malformed(self.name, request.model,
-                            f"{type(exc).__name__}: {redact(str(exc), [self._api_key])[:200]}"
-                            ) from exc
-        lease.success(headers, response.usage.input_tokens + response.usage.output_tokens)
-        return response
+        return await parse_raw_response(raw, lambda parsed: self._to_response(parsed, request),
+                                        lease, self.name, request.model, [self._api_key])
 
     def _to_response(self, message: Any, request: ChatRequest) -> ChatResponse:
         content = getattr(message, "content", None)

@@ -6,7 +6,6 @@ so the `x-ratelimit-*` headers reach the shared limiter on every answer, errors 
 
 from __future__ import annotations
 
-import inspect
 import json
 from typing import Any
 
@@ -14,13 +13,14 @@ import openai
 
 from ._http import (
     check_allow_network,
+    parse_raw_response,
     estimate_tokens,
     malformed,
     redact,
     status_error,
     transport_error,
 )
-from .base import ChatRequest, ChatResponse, Message, Provider, ProviderError, ToolCall, Usage
+from .base import ChatRequest, ChatResponse, Message, Provider, ToolCall, Usage
 from .limits import RateLimiter, limiter_for, parse_retry_after
 
 __all__ = ["OpenAIProvider", "to_openai_messages"]
@@ -112,22 +112,8 @@ class OpenAIProvider(Provider):
             lease.failure()
             raise malformed(self.name, request.model,
                             redact(str(exc), [self._api_key])[:200]) from exc
-        headers = dict(raw.headers)
-        try:
-            parsed = raw.parse()
-            if inspect.isawaitable(parsed):  # async raw responses parse asynchronously
-                parsed = await parsed
-            response = self._to_response(parsed, request)
-        except ProviderError:
-            lease.failure(headers)
-            raise
-        except Exception as exc:
-            lease.failure(headers)
-            raise malformed(self.name, request.model,
-                            f"{type(exc).__name__}: {redact(str(exc), [self._api_key])[:200]}"
-                            ) from exc
-        lease.success(headers, response.usage.input_tokens + response.usage.output_tokens)
-        return response
+        return await parse_raw_response(raw, lambda parsed: self._to_response(parsed, request),
+                                        lease, self.name, request.model, [self._api_key])
 
     def _to_response(self, completion: Any, request: ChatRequest) -> ChatResponse:
         if not getattr(completion, "choices", None):
