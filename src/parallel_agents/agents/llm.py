@@ -26,7 +26,15 @@ from typing import TYPE_CHECKING, Any
 from .._core._budget import BUDGET_EXHAUSTED
 from .._exceptions import NonRetryableError, ParallelAgentsError
 from ..pricing import PriceTable, estimate_prompt_tokens
-from ..providers.base import ChatRequest, Message, Provider, ProviderError, Usage, split_model
+from ..providers.base import (
+    ChatRequest,
+    ChatResponse,
+    Message,
+    Provider,
+    ProviderError,
+    Usage,
+    split_model,
+)
 from ..roles import LLMSettings, llm_settings
 from . import Agent, TaskContext, TaskOutput
 from .tools import Tool, Workspace, WorkspaceError, as_tool, workspace_tools
