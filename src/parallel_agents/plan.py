@@ -345,6 +345,10 @@ class Plan(BaseModel):
         """The pool a task runs in; the `default` pool exists even when not declared."""
         return self.pools.get(task.pool) or _UNDECLARED_POOL
 
+    def pool_for_name(self, name: str) -> Pool:
+        """The pool called `name`; the `default` pool exists even when not declared."""
+        return self.pools.get(name) or _UNDECLARED_POOL
+
     def all_pools(self) -> dict[str, Pool]:
         pools = dict(self.pools)
         if DEFAULT_POOL not in pools and any(t.pool == DEFAULT_POOL for t in self.tasks):

@@ -17,7 +17,7 @@ import heapq
 import math
 import random
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..plan import Plan, Strategy
 from ._budget import BUDGET_EXHAUSTED, Budget
@@ -148,12 +148,17 @@ def backoff_delay(base: float, failed_attempt: int, rng: random.Random) -> float
     return min(MAX_BACKOFF_SEC, raw * rng.uniform(0.75, 1.25))
 
 
+_NO_DEPENDENTS: tuple[str, ...] = ()
+
+
 @dataclass(slots=True)
 class _Info:
     index: int
     pool: str
     deps: tuple[str, ...]
-    dependents: list[str] = field(default_factory=list)
+    # A shared empty tuple until the first dependent arrives: most tasks of a wide plan have
+    # none, and one list per task is one more object for the garbage collector to walk.
+    dependents: list[str] | tuple[str, ...] = _NO_DEPENDENTS
     remaining_path: float = 0.0
     waiting_on: int = 0
     gate: int = 0  # wave or stage index; 0 for strategies without gates
@@ -222,19 +227,31 @@ class Scheduler:
             self._pool_free[name] = math.inf if pool.max_concurrent is None else pool.max_concurrent
 
         # Setup is per task and runs for every plan: plain loops and locals, no helpers.
+        # The retry policy is `plan.policy(task)` inlined: the task's own value, else its pool's.
         infos = self._info
         state = self.state
         pending = TaskState.PENDING
+        pool_of = {name: plan.pool_for_name(name) for name in self._heaps}
+        any_deps = False
         for index, task in enumerate(plan.tasks):
-            _, retries, backoff = plan.policy(task)
             task_id = task.id
-            infos[task_id] = _Info(index, task.pool, task.depends_on, [], 0.0, 0, 0,
-                                   task.priority, task.estimated_seconds, retries, backoff)
+            pool = pool_of[task.pool]
+            retries = task.max_retries
+            backoff = task.retry_backoff_sec
+            deps = task.depends_on
+            if deps:
+                any_deps = True
+            infos[task_id] = _Info(
+                index, task.pool, deps, _NO_DEPENDENTS, 0.0, len(deps), 0, task.priority,
+                task.estimated_seconds,
+                pool.max_retries if retries is None else retries,
+                pool.retry_backoff_sec if backoff is None else backoff)
             state[task_id] = pending
-        for task in plan.tasks:
-            for dep in task.depends_on:
-                infos[dep].dependents.append(task.id)
-        order = self._topological_order()
+        if any_deps:
+            for task in plan.tasks:
+                for dep in task.depends_on:
+                    self._add_dependent(dep, task.id)
+        order = self._topological_order() if any_deps else list(infos)
         self._compute_remaining_paths(order)
         self._compute_gates(order)
 
@@ -244,13 +261,20 @@ class Scheduler:
                 self.state[task_id] = TaskState.SUCCEEDED
                 self._terminal += 1
                 self._gate_left[self._info[task_id].gate] -= 1
-        for info in infos.values():
-            deps = info.deps
-            info.waiting_on = sum(1 for d in deps if d not in done) if done else len(deps)
+        if done:
+            for info in infos.values():
+                info.waiting_on = sum(1 for d in info.deps if d not in done)
         self._advance_gate()
         for task_id, info in infos.items():
             if not info.waiting_on and state[task_id] is pending:
                 self._maybe_ready(task_id)
+
+    def _add_dependent(self, dep: str, task_id: str) -> None:
+        info = self._info[dep]
+        if info.dependents is _NO_DEPENDENTS:
+            info.dependents = [task_id]
+        else:
+            info.dependents.append(task_id)  # type: ignore[union-attr]
 
     # -- setup ---------------------------------------------------------------------------
     def _compute_remaining_paths(self, order: list[str]) -> None:
@@ -357,7 +381,7 @@ class Scheduler:
                 self.state[task.id] = TaskState.PENDING
             for task in new:
                 for dep in task.depends_on:
-                    self._info[dep].dependents.append(task.id)
+                    self._add_dependent(dep, task.id)
             self._compute_remaining_paths(self._topological_order())
         except Exception:
             # All or nothing: a half-registered task would never start and never finish.
@@ -367,7 +391,8 @@ class Scheduler:
                 self._info.pop(task_id, None)
                 self.state.pop(task_id, None)
             for info in self._info.values():
-                info.dependents[:] = [d for d in info.dependents if d not in added]
+                if info.dependents:
+                    info.dependents = [d for d in info.dependents if d not in added]
             raise
         self._gate_left[0] += len(new)
         stopped = self._cancel_reason or self._stop_reason

@@ -15,7 +15,7 @@ from typing import Any
 from ..plan import accepts_context
 from . import Agent, TaskContext
 
-__all__ = ["FunctionAgent"]
+__all__ = ["FunctionAgent", "function_shape"]
 
 
 @functools.lru_cache(maxsize=4096)
@@ -23,13 +23,21 @@ def _shape(fn: Any) -> tuple[bool, bool]:
     return inspect.iscoroutinefunction(fn), accepts_context(fn)
 
 
+def function_shape(fn: Any) -> tuple[bool, bool]:
+    """(is a coroutine function, takes a TaskContext): looked up once per callable."""
+    try:
+        return _shape(fn)
+    except TypeError:  # unhashable callable
+        return inspect.iscoroutinefunction(fn), accepts_context(fn)
+
+
 class FunctionAgent(Agent):
+    """Calls `task.run`. The executor awaits a coroutine function's coroutine itself when this
+    agent runs on the local backend (one frame less per task); this `run` covers the rest."""
+
     async def run(self, task: Any, ctx: TaskContext) -> Any:
         fn = task.run
-        try:
-            is_async, takes_ctx = _shape(fn)
-        except TypeError:  # unhashable callable
-            is_async, takes_ctx = inspect.iscoroutinefunction(fn), accepts_context(fn)
+        is_async, takes_ctx = function_shape(fn)
         if is_async:
             return await (fn(ctx) if takes_ctx else fn())
         loop = asyncio.get_running_loop()
