@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -39,7 +40,9 @@ class TaskResult:
     history: list[AttemptRecord] = field(default_factory=list)
     usage: dict[str, int] = field(default_factory=dict)
     cost_usd: float = 0.0
-    files: list[str] = field(default_factory=list)
+    #: files the task wrote (workspace-relative). An empty tuple by default: a list per task
+    #: would be one more object per task for the garbage collector on 10^5-task runs.
+    files: Sequence[str] = ()
     #: the output was reused from the result cache instead of running the task
     cached: bool = False
 
@@ -77,13 +80,13 @@ class TaskResult:
         if self.cost_usd:
             out["cost_usd"] = self.cost_usd
         if self.files:
-            out["files"] = self.files
+            out["files"] = list(self.files)
         if self.cached:
             out["cached"] = True
         return out
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, repr=False)
 class RunResult:
     run_id: str
     status: RunStatus
@@ -111,6 +114,15 @@ class RunResult:
     workspace: str | None = None
     #: what --rollback-on-failure restored: {"checkpoint", "removed", "restored"}
     rollback: dict[str, Any] | None = None
+
+    def __repr__(self) -> str:
+        # A summary: the generated repr printed every task and attempt, which for a big run is
+        # megabytes (and asyncio formats it when a finished task holding it is shown).
+        counts = ", ".join(f"{s}={n}" for s in ("succeeded", "failed", "skipped", "cancelled")
+                           if (n := self.count(s)))
+        return (f"RunResult(run_id={self.run_id!r}, status={self.status!r}, "
+                f"tasks={len(self.tasks)} ({counts or 'none'}), "
+                f"makespan_seconds={self.makespan_seconds:.3f}, speedup={self.speedup:.2f})")
 
     @property
     def succeeded(self) -> bool:
