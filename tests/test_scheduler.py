@@ -29,6 +29,7 @@ from parallel_agents._core._scheduler import (
     TaskCancelled,
     TaskFailed,
     TaskSucceeded,
+    TaskWorkDone,
 )
 from parallel_agents._core._state import TaskState
 from parallel_agents.metrics import critical_path, lower_bound
@@ -517,3 +518,56 @@ def test_peak_concurrency_counts_overlaps(raw: list[tuple[int, int]]) -> None:
     instants = {s for s, _ in intervals}
     expected = max((sum(1 for s, e in intervals if s <= t < e) for t in instants), default=0)
     assert peak_concurrency(intervals) == expected
+
+
+def test_committing_task_frees_its_slot_but_holds_its_dependents() -> None:
+    """Durable runs: a task whose work is done waits for its commit holding no slot."""
+    plan = pa.Plan(
+        tasks=[pa.Task(id="a", run=_noop), pa.Task(id="b", run=_noop),
+               pa.Task(id="c", run=_noop, depends_on=["a"])],
+        pools={"default": pa.Pool(max_concurrent=1)},
+    )
+    s = Scheduler(plan)
+    starts = [d.task_id for d in s.decide() if isinstance(d, StartTask)]
+    assert starts == ["a"]
+    s.send(TaskWorkDone("a"))
+    assert s.state["a"] is TaskState.COMMITTING
+    # The slot went to b at once; c (a's dependent) waits for the commit.
+    assert [d.task_id for d in s.decide() if isinstance(d, StartTask)] == ["b"]
+    s.send(TaskSucceeded("b"))
+    assert not [d for d in s.decide() if isinstance(d, StartTask)]
+    s.send(TaskSucceeded("a"))
+    assert [d.task_id for d in s.decide() if isinstance(d, StartTask)] == ["c"]
+    s.send(TaskSucceeded("c"))
+    assert [d for d in s.decide() if isinstance(d, RunFinished)] == [RunFinished("succeeded")]
+
+
+def test_failed_commit_retries_without_releasing_a_slot_twice() -> None:
+    plan = pa.Plan(tasks=[pa.Task(id="a", run=_noop, max_retries=1, retry_backoff_sec=0)],
+                   pools={"default": pa.Pool(max_concurrent=1)})
+    s = Scheduler(plan)
+    s.decide()
+    s.send(TaskWorkDone("a"))
+    s.decide()
+    s.send(TaskFailed("a", "the output could not be committed: disk full"))
+    retry = [d for d in s.decide() if isinstance(d, ScheduleRetry)]
+    assert retry and s.running_count == 0
+    s.send(RetryDue("a"))
+    assert [d.attempt for d in s.decide() if isinstance(d, StartTask)] == [2]
+    assert s.running_count == 1
+
+
+def test_cancel_leaves_a_commit_in_flight_to_finish() -> None:
+    plan = pa.Plan(tasks=[pa.Task(id="a", run=_noop), pa.Task(id="b", run=_noop)],
+                   pools={"default": pa.Pool(max_concurrent=1)})
+    s = Scheduler(plan)
+    s.decide()
+    s.send(TaskWorkDone("a"))
+    s.decide()  # b starts
+    s.send(CancelRequested("stop"))
+    cancels = [d.task_id for d in s.decide() if isinstance(d, CancelTask)]
+    assert cancels == ["b"]  # a's commit is not cancelled
+    s.send(TaskCancelled("b"))
+    s.send(TaskSucceeded("a"))
+    finished = [d for d in s.decide() if isinstance(d, RunFinished)]
+    assert s.state["a"] is TaskState.SUCCEEDED and finished

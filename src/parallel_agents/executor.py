@@ -37,6 +37,7 @@ from ._core._scheduler import (
     TaskCancelled,
     TaskFailed,
     TaskSucceeded,
+    TaskWorkDone,
 )
 from ._exceptions import PlanError, PlanProblem, TaskError, UsageError
 from .agents import Agent, TaskContext, TaskOutput
@@ -647,6 +648,10 @@ class _Run:
             self.durable.attempt_finished(task_id, record)
             return event
         commit = self.durable.commit_success(task_id, record, result, key, result.cached, cost)
+        # The work is done: its slot goes to the next task while the commit is in flight (the
+        # group commit then batches more tasks); dependents still wait for the commit.
+        self.scheduler.send(TaskWorkDone(task_id))
+        self._pump_soon()
         error: BaseException | None = None
         while True:
             try:

@@ -27,6 +27,7 @@ __all__ = [
     "Scheduler",
     # events in
     "TaskSucceeded",
+    "TaskWorkDone",
     "TaskFailed",
     "TaskCancelled",
     "RetryDue",
@@ -53,6 +54,17 @@ MAX_BACKOFF_SEC = 60.0
 # -- events the driver sends -------------------------------------------------------------
 @dataclass(slots=True)
 class TaskSucceeded:
+    task_id: str
+
+
+@dataclass(slots=True)
+class TaskWorkDone:
+    """A running task's work succeeded and its output is being committed (durable runs).
+
+    Frees its slot at once, as a retry wait does; its dependents still wait for
+    `TaskSucceeded`, sent once the commit has landed (or `TaskFailed` if it could not).
+    """
+
     task_id: str
 
 
@@ -137,7 +149,8 @@ class RunFinished:
 
 
 Decision = QueueTask | StartTask | ScheduleRetry | FailTask | SkipTask | CancelTask | RunFinished
-Event = TaskSucceeded | TaskFailed | TaskCancelled | RetryDue | CancelRequested
+Event = (TaskSucceeded | TaskWorkDone | TaskFailed | TaskCancelled | RetryDue
+         | CancelRequested)
 
 
 def backoff_delay(base: float, failed_attempt: int, rng: random.Random) -> float:
@@ -336,6 +349,9 @@ class Scheduler:
         """Record what happened. Decisions that follow are returned by the next `decide()`."""
         if isinstance(event, TaskSucceeded):
             self._on_succeeded(event.task_id)
+        elif isinstance(event, TaskWorkDone):
+            self._set(event.task_id, TaskState.COMMITTING, "TaskWorkDone")
+            self._release_slot(event.task_id)
         elif isinstance(event, TaskFailed):
             self._on_failed(event)
         elif isinstance(event, RetryDue):
@@ -461,8 +477,10 @@ class Scheduler:
         self._pool_free[self._info[task_id].pool] += 1
 
     def _on_succeeded(self, task_id: str) -> None:
+        committing = self.state[task_id] is TaskState.COMMITTING  # its slot is free already
         self._set(task_id, TaskState.SUCCEEDED, "TaskSucceeded")
-        self._release_slot(task_id)
+        if not committing:
+            self._release_slot(task_id)
         for dep in self._info[task_id].dependents:
             info = self._info[dep]
             info.waiting_on -= 1
@@ -474,7 +492,8 @@ class Scheduler:
         task_id = event.task_id
         info = self._info[task_id]
         attempt = self.attempts.get(task_id, 0)
-        self._release_slot(task_id)
+        if self.state[task_id] is not TaskState.COMMITTING:
+            self._release_slot(task_id)
         if event.retryable and attempt <= info.max_retries and not self._stopping:
             self._set(task_id, TaskState.RETRY_WAIT, "TaskFailed")
             delay = backoff_delay(info.backoff, attempt, self.rng)
@@ -522,8 +541,8 @@ class Scheduler:
         for task_id, state in self.state.items():
             if state is TaskState.RUNNING:
                 self._pending_decisions.append(CancelTask(task_id, True, reason))
-            elif state in TERMINAL:
-                continue
+            elif state in TERMINAL or state is TaskState.COMMITTING:
+                continue  # a commit in flight is finished, not cancelled: its work is paid for
             elif skip:
                 was_waiting = state is TaskState.RETRY_WAIT
                 self._set(task_id, TaskState.SKIPPED, "FailFast")

@@ -18,6 +18,9 @@ class TaskState(str, enum.Enum):
     PENDING = "pending"  # waiting for dependencies (or for its wave/stage)
     READY = "queued"  # dependencies met, waiting for a pool slot
     RUNNING = "running"
+    # Its work succeeded; the output is being committed to the store. Holds no slot, and its
+    # dependents wait: a task counts as succeeded only once its output is durable.
+    COMMITTING = "committing"
     RETRY_WAIT = "retrying"  # failed an attempt, waiting for its backoff: holds no slot
     SUCCEEDED = "succeeded"
     FAILED = "failed"
@@ -38,7 +41,12 @@ TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
         {TaskState.RUNNING, TaskState.SKIPPED, TaskState.CANCELLED, TaskState.FAILED}
     ),
     TaskState.RUNNING: frozenset(
-        {TaskState.SUCCEEDED, TaskState.FAILED, TaskState.RETRY_WAIT, TaskState.CANCELLED}
+        {TaskState.SUCCEEDED, TaskState.FAILED, TaskState.RETRY_WAIT, TaskState.CANCELLED,
+         TaskState.COMMITTING}
+    ),
+    # A commit either lands (succeeded) or fails like an attempt does; it is never cancelled.
+    TaskState.COMMITTING: frozenset(
+        {TaskState.SUCCEEDED, TaskState.FAILED, TaskState.RETRY_WAIT}
     ),
     TaskState.RETRY_WAIT: frozenset(
         {TaskState.READY, TaskState.SKIPPED, TaskState.CANCELLED, TaskState.FAILED}
