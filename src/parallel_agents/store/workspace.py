@@ -35,6 +35,7 @@ __all__ = ["Workspace", "COORDINATION_FILES", "CHECKPOINT_DIR"]
 COORDINATION_FILES = ("scratchpad.md", "activity_log.md", "project_state.yaml")
 CHECKPOINT_DIR = ".checkpoints"
 _STATE_INTERVAL = 0.5  # seconds between rewrites of project_state.yaml under load
+_SKIPPED = frozenset({"task_queued", "task_progress"})
 _TERMINAL = {"task_succeeded": "succeeded", "task_failed": "failed", "task_skipped": "skipped",
              "task_cancelled": "cancelled"}
 
@@ -67,6 +68,11 @@ class Workspace:
         self._interval = _STATE_INTERVAL
         self._log_lines: list[str] = []
         self._state_dirty = False
+        # Guards the coordination-file state: events come either through the worker thread
+        # (`on_event`) or straight from the store's writer thread (`apply_events`).
+        self._state_lock = threading.Lock()
+        self._stamp_second = -1
+        self._stamp = ""
         scratch = self.root / "scratchpad.md"
         if not scratch.exists():
             scratch.write_text(f"# Scratchpad for run {run_id}\n\nShared notes: agents may "
@@ -93,6 +99,17 @@ class Workspace:
 
     def on_event(self, event: Any) -> None:
         self._queue.put(("event", event))
+
+    def apply_events(self, events: list[Any]) -> None:
+        """Update the coordination files from committed events (the store's writer thread
+        calls this after each group commit: no queue, no extra thread wake-up)."""
+        with self._state_lock:
+            apply = self._apply
+            for event in events:
+                if event.kind not in _SKIPPED:
+                    apply(event)
+            self._flush_log()
+            self._write_state()
 
     def checkpoint_soon(self, labels: list[str]) -> asyncio.Future[None]:
         """Queue a checkpoint; the future resolves once it is taken (merged with others)."""
@@ -124,35 +141,42 @@ class Workspace:
                     items.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            pending: list[str] = []
-            waiting: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
-            for item in items:
-                if item[0] == "event":
-                    self._apply(item[1])
-                elif item[0] == "checkpoint":
-                    pending.extend(item[1])
-                    waiting.append((item[2], item[3]))
-                else:
-                    if pending:
-                        self._safe_checkpoint(pending)
-                        _settle(waiting)
-                        pending, waiting = [], []
-                    _, status, rollback, done, box = item
-                    try:
-                        self._flush_log()
-                        self._run_status = status
-                        if rollback and status != "succeeded":
-                            box["rollback"] = self.rollback()
-                        self._write_state(force=True)
-                    except Exception as exc:  # noqa: BLE001 - reported by the caller
-                        box["error"] = f"{type(exc).__name__}: {exc}"
-                    done.set()
+            with self._state_lock:
+                if self._work(items):
                     return
-            if pending:
-                self._safe_checkpoint(pending)
-                _settle(waiting)
-            self._flush_log()
-            self._write_state()
+
+    def _work(self, items: list[Any]) -> bool:
+        """Handle the worker's items; True once `close` was handled."""
+        pending: list[str] = []
+        waiting: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        for item in items:
+            if item[0] == "event":
+                self._apply(item[1])
+            elif item[0] == "checkpoint":
+                pending.extend(item[1])
+                waiting.append((item[2], item[3]))
+            else:
+                if pending:
+                    self._safe_checkpoint(pending)
+                    _settle(waiting)
+                    pending, waiting = [], []
+                _, status, rollback, done, box = item
+                try:
+                    self._flush_log()
+                    self._run_status = status
+                    if rollback and status != "succeeded":
+                        box["rollback"] = self.rollback()
+                    self._write_state(force=True)
+                except Exception as exc:  # noqa: BLE001 - reported by the caller
+                    box["error"] = f"{type(exc).__name__}: {exc}"
+                done.set()
+                return True
+        if pending:
+            self._safe_checkpoint(pending)
+            _settle(waiting)
+        self._flush_log()
+        self._write_state()
+        return False
 
     def _apply(self, event: Any) -> None:
         """Update the coordination files' state from one event."""
@@ -181,7 +205,11 @@ class Workspace:
         if duration is None:
             duration = max(0.0, event.time - start) if start is not None else 0.0
         pool = self.plan.task(tid).pool
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(event.time))
+        second = int(event.time)
+        if second != self._stamp_second:
+            self._stamp_second = second
+            self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(second))
+        stamp = self._stamp
         self._log_lines.append(
             f"| {stamp} | {tid} | {pool} | {attempt} | {status} | {duration:.3f} |\n")
         self._state_dirty = True
