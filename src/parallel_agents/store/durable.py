@@ -23,6 +23,9 @@ from .workspace import Workspace
 
 __all__ = ["DurableRun", "RunOptions", "plan_from_store"]
 
+#: The longest rows nobody waits for (events, attempt starts) stay on the loop before going
+#: to the writer. A crash loses at most these (as it could lose a queued row before).
+_HOLD_SECONDS = 0.05
 _ENDED = {"task_failed": "failed", "task_skipped": "skipped", "task_cancelled": "cancelled"}
 
 
@@ -99,6 +102,8 @@ class DurableRun:
         self._batched = (self._loop is not None and cls.submit is RunStore.submit
                          and cls.commit is RunStore.commit)
         self._batch: RunBatch | None = None
+        self._next_seq = -1
+        self._timer_armed = False
         #: tasks whose success this object committed: finish() stores them by reference
         self._committed: set[str] = set()
         if options.strategy == "pipeline":
@@ -227,11 +232,20 @@ class DurableRun:
 
     # -- the batch of this loop turn ---------------------------------------------------------
     def _open_batch(self) -> RunBatch:
+        """A new batch. Rows nobody waits for (events, attempt starts, failures) ride with
+        the next commit a task waits for, or go after at most _HOLD_SECONDS: one
+        transaction per wave of successes rather than one per loop turn."""
         batch = RunBatch(self.run_id)
         batch.loop = self._loop
         self._batch = batch
-        self._loop.call_soon(self._flush)  # type: ignore[union-attr]
+        if not self._timer_armed:
+            self._timer_armed = True
+            self._loop.call_later(_HOLD_SECONDS, self._timer)  # type: ignore[union-attr]
         return batch
+
+    def _timer(self) -> None:
+        self._timer_armed = False
+        self._flush()
 
     def _flush(self) -> None:
         batch = self._batch
@@ -244,8 +258,16 @@ class DurableRun:
     # -- events and attempts -------------------------------------------------------------
     def on_event(self, event: Any) -> None:
         if self._batched:
-            (self._batch or self._open_batch()).events.append(event)
+            batch = self._batch or self._open_batch()
             kind = event.kind
+            seq = event.seq
+            if seq == self._next_seq and batch.chunks:
+                batch.chunks[-1][1].append((kind, event.task_id, event.attempt, event.time,
+                                            event.message, event.data or None))
+            else:
+                batch.chunks.append([seq, [(kind, event.task_id, event.attempt, event.time,
+                                            event.message, event.data or None)]])
+            self._next_seq = seq + 1
             if kind in _ENDED:
                 self._batch.others.append(  # type: ignore[union-attr]
                     ("task_status", (_ENDED[kind], event.message, 0, event.time, self.run_id,
@@ -314,11 +336,13 @@ class DurableRun:
             run_id = self.run_id
             batch.attempt_end.append((run_id, task_id, record.attempt, record.started_at,
                                       record.finished_at, "succeeded", None))
-            batch.output.append((run_id, task_id, record.attempt, result.output, result.usage,
-                                 result.cost_usd, result.files, key, cached, now))
+            # Empty usage/files travel as None: the row is then plain values (see RunBatch).
+            usage, files = result.usage or None, result.files or None
+            batch.output.append((run_id, task_id, record.attempt, result.output, usage,
+                                 result.cost_usd, files, key, cached, now))
             if key is not None and not cached:
-                batch.cache_put.append((key, run_id, task_id, result.output, result.usage,
-                                        original_cost, result.files, record.duration, now))
+                batch.cache_put.append((key, run_id, task_id, result.output, usage,
+                                        original_cost, files, record.duration, now))
             if self.workspace is not None:
                 batch.labels.append(f"after:{task_id}")
                 stage = self._ended(task_id)
@@ -327,7 +351,9 @@ class DurableRun:
             self._committed.add(task_id)
             fut = batch.future
             if fut is None:
+                # Someone waits now: hand the batch over at the end of this loop turn.
                 fut = batch.future = CommitFuture(loop=self._loop)
+                self._loop.call_soon(self._flush)  # type: ignore[union-attr]
             return fut
         rows: dict[str, tuple] = {
             "attempt_end": (self.run_id, task_id, record.attempt, record.started_at,

@@ -311,17 +311,21 @@ class RunBatch:
     """Everything one run queued during one turn of its event loop, handed over as one item.
 
     Built by `DurableRun` on the loop thread (plain list appends, no lock, no per-row queue
-    traffic) and written by the writer thread in the next group commit. `events` are the
-    run's events in seq order with no gap: they become one `event_chunks` row. Each list
-    holds rows shaped like the `_SQL` entry of the same name; `others` holds (kind, row).
+    traffic) and written by the writer thread in the next group commit. `chunks` holds
+    [first_seq, rows] runs of consecutive events, each row (kind, task_id, attempt, time,
+    message, data or None): each becomes one `event_chunks` row. Rows are tuples of plain
+    values, which the garbage collector stops tracking at its first pass (Event objects
+    kept until the writer's turn would be promoted and make full collections more frequent).
+    The other lists hold rows shaped like the `_SQL` entry of the same name, except that an
+    output's or cache entry's empty usage/files may be None; `others` holds (kind, row).
     """
 
-    __slots__ = ("run_id", "events", "attempt_start", "attempt_end", "output", "cache_put",
+    __slots__ = ("run_id", "chunks", "attempt_start", "attempt_end", "output", "cache_put",
                  "others", "workspace", "labels", "loop", "future")
 
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
-        self.events: list[Any] = []
+        self.chunks: list[list[Any]] = []
         self.attempt_start: list[tuple] = []
         self.attempt_end: list[tuple] = []
         self.output: list[tuple] = []
@@ -535,7 +539,7 @@ class RunStore:
                 if item is None:
                     stop = True
                 elif type(item) is RunBatch:
-                    n += len(item.events) + len(item.output)
+                    n += len(item.output) + sum(len(c[1]) for c in item.chunks)
                     self._add_run_batch(batch, item)
                 elif item[0] == "sync":
                     syncs.append(item[1])
@@ -578,13 +582,9 @@ class RunStore:
     @staticmethod
     def _add_run_batch(batch: _Batch, item: RunBatch) -> None:
         rows = batch.rows
-        events = item.events
-        if events:
-            first = events[0].seq
-            body = _dumps([(e.kind, e.task_id, e.attempt, e.time, e.message, e.data or None)
-                           for e in events])
+        for first, events in item.chunks:
             rows.setdefault("event_chunk", []).append(
-                (item.run_id, first, first + len(events) - 1, body))
+                (item.run_id, first, first + len(events) - 1, _dumps(events)))
         for kind in ("attempt_start", "attempt_end", "output", "cache_put"):
             got = getattr(item, kind)
             if got:
@@ -598,7 +598,7 @@ class RunStore:
         if item.workspace is not None:
             if item.labels:
                 batch.hooks.setdefault(item.workspace, []).extend(item.labels)
-            if events:
+            for _, events in item.chunks:
                 batch.applied.append((item.workspace, events))
         if item.future is not None:
             batch.futures.append((item.loop, item.future))  # type: ignore[arg-type]
@@ -910,10 +910,13 @@ def _event_row(event: Any) -> tuple:
 
 def _output_row(r: tuple) -> tuple:
     run_id, task_id, attempt, output, usage, cost, files, key, cached, at = r
-    return (run_id, task_id, attempt, _dump_value(output), _dump_value(usage), cost,
-            _dump_value(files), key, int(cached), at)
+    return (run_id, task_id, attempt, _dump_value(output),
+            "{}" if usage is None else _dump_value(usage), cost,
+            "[]" if files is None else _dump_value(files), key, int(cached), at)
 
 
 def _cache_row(r: tuple) -> tuple:
     key, run_id, task_id, output, usage, cost, files, seconds, at = r
-    return (key, run_id, task_id, _dumps(output), _dumps(usage), cost, _dumps(files), seconds, at)
+    return (key, run_id, task_id, _dump_value(output),
+            "{}" if usage is None else _dump_value(usage), cost,
+            "[]" if files is None else _dump_value(files), seconds, at)
