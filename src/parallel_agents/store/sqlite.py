@@ -8,6 +8,12 @@ queued since its last commit into ONE transaction (group commit), so a hundred c
 successes cost one commit, and the asyncio loop only ever pays for a `queue.put`. Events,
 attempt starts and status changes ride along in the same batches without anyone waiting.
 
+A run's own rows come as one `RunBatch` per turn of its event loop (built by `DurableRun`
+with list appends, handed over with one `queue.put`, acknowledged through one shared
+`CommitFuture`), and a batch's events are stored as one `event_chunks` row; the `events` view
+shows them one row per event. The writer also feeds the run workspace's coordination files
+from each committed batch, so the loop never touches them per event.
+
 Durability: WAL with `synchronous=NORMAL` survives the process dying at any instant (SIGKILL,
 OOM, a crash): a committed transaction is in the WAL file, which the next open replays. Only
 an OS crash or power loss may lose the last few commits; `durability="full"` fsyncs every
