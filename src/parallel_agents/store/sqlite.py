@@ -8,6 +8,12 @@ queued since its last commit into ONE transaction (group commit), so a hundred c
 successes cost one commit, and the asyncio loop only ever pays for a `queue.put`. Events,
 attempt starts and status changes ride along in the same batches without anyone waiting.
 
+A run's own rows come as one `RunBatch` per turn of its event loop (built by `DurableRun`
+with list appends, handed over with one `queue.put`, acknowledged through one shared
+`CommitFuture`), and a batch's events are stored as one `event_chunks` row; the `events` view
+shows them one row per event. The writer also feeds the run workspace's coordination files
+from each committed batch, so the loop never touches them per event.
+
 Durability: WAL with `synchronous=NORMAL` survives the process dying at any instant (SIGKILL,
 OOM, a crash): a committed transaction is in the WAL file, which the next open replays. Only
 an OS crash or power loss may lose the last few commits; `durability="full"` fsyncs every
@@ -34,7 +40,7 @@ from typing import Any
 
 from .._exceptions import RunLockedError, StoreError
 
-__all__ = ["RunStore", "StoredRun", "StoredAttempt", "SCHEMA_VERSION", "APPLICATION_ID",
+__all__ = ["RunStore", "RunBatch", "CommitFuture", "StoredRun", "StoredAttempt", "SCHEMA_VERSION", "APPLICATION_ID",
            "LEASE_STALE_SECONDS"]
 
 #: `PRAGMA application_id` of our files ("PAGS"): how we tell our store from another app's.
@@ -142,14 +148,39 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX gateway_executions_by_created ON gateway_executions (created_at);
     """,
+    # 3: events are written in chunks, one row per group commit of a run (a JSON array of
+    # [kind, task_id, attempt, time, message, data] per event; seq = first_seq + index):
+    # one insert and one JSON encoding per batch instead of one of each per event. Rows
+    # written one by one (older stores, stores that redact each row) stay in `event_rows`;
+    # the `events` view shows both, one row per event, as the old table did.
+    """
+    ALTER TABLE events RENAME TO event_rows;
+    CREATE TABLE event_chunks (
+        run_id    TEXT NOT NULL,
+        first_seq INTEGER NOT NULL,
+        last_seq  INTEGER NOT NULL,
+        body      TEXT NOT NULL,
+        PRIMARY KEY (run_id, first_seq)
+    ) WITHOUT ROWID;
+    CREATE VIEW events (run_id, seq, kind, task_id, attempt, time, message, data_json) AS
+        SELECT run_id, seq, kind, task_id, attempt, time, message, data_json FROM event_rows
+        UNION ALL
+        SELECT c.run_id, c.first_seq + j.key, json_extract(j.value, '$[0]'),
+               json_extract(j.value, '$[1]'), json_extract(j.value, '$[2]'),
+               json_extract(j.value, '$[3]'), json_extract(j.value, '$[4]'),
+               json_extract(j.value, '$[5]')
+        FROM event_chunks c, json_each(c.body) j;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # The writer applies a batch table by table in this order, so an attempt's start is always
 # inserted before its end replaces it, and a run row exists before its tasks point at it.
 _SQL: dict[str, str] = {
-    "event": "INSERT OR IGNORE INTO events (run_id, seq, kind, task_id, attempt, time, message, "
+    "event": "INSERT OR IGNORE INTO event_rows (run_id, seq, kind, task_id, attempt, time, message, "
              "data_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    "event_chunk": "INSERT OR IGNORE INTO event_chunks (run_id, first_seq, last_seq, body) "
+                   "VALUES (?, ?, ?, ?)",
     "attempt_start": "INSERT OR IGNORE INTO attempts (run_id, task_id, attempt, started_at, "
                      "outcome) VALUES (?, ?, ?, ?, 'running')",
     "attempt_end": "INSERT OR REPLACE INTO attempts (run_id, task_id, attempt, started_at, "
@@ -169,10 +200,25 @@ _SQL: dict[str, str] = {
                "WHERE id = ? AND owner_pid = ?",
 }
 _ORDER = list(_SQL)
+#: Key of a stored result whose succeeded tasks are null: rebuilt from the tables on load.
+TASKS_FROM_TABLES = "_tasks_from_tables"
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, default=_json_default, separators=(",", ":"))
+    return _ENCODE(value)
+
+
+def _dump_value(value: Any) -> str:
+    """`_dumps`, with the common trivial values (None, {}, [], a string) done without the
+    encoder's per-call set-up: three of these per committed output."""
+    if value is None:
+        return "null"
+    kind = type(value)
+    if kind is str:
+        return _encode_str(value)
+    if (kind is dict or kind is list) and not value:
+        return "{}" if kind is dict else "[]"
+    return _ENCODE(value)
 
 
 def _json_default(value: Any) -> Any:
@@ -181,6 +227,10 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     return repr(value)
+
+
+_ENCODE = json.JSONEncoder(default=_json_default, separators=(",", ":")).encode
+_encode_str = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
 
 
 def pid_alive(pid: int) -> bool:
@@ -241,12 +291,56 @@ class StoredRun:
 
 
 class _Batch:
-    __slots__ = ("rows", "futures", "hooks")
+    __slots__ = ("rows", "futures", "hooks", "applied")
 
     def __init__(self) -> None:
         self.rows: dict[str, list[tuple]] = {}
         self.futures: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self.hooks: dict[Any, list[str]] = {}
+        # (workspace, events): fed to the workspace's coordination files once committed.
+        self.applied: list[tuple[Any, list[Any]]] = []
+
+
+class CommitFuture(asyncio.Future):  # type: ignore[type-arg]
+    """A future several waiters share (one per group commit, not one per task).
+
+    Cancelling one waiter must not cancel the commit the others wait for, so `cancel()`
+    refuses: a task cancelled while it awaits this future gets its CancelledError once the
+    commit has happened (asyncio's rule for a future that cannot be cancelled).
+    """
+
+    def cancel(self, msg: Any = None) -> bool:
+        return False
+
+
+class RunBatch:
+    """Everything one run queued during one turn of its event loop, handed over as one item.
+
+    Built by `DurableRun` on the loop thread (plain list appends, no lock, no per-row queue
+    traffic) and written by the writer thread in the next group commit. `chunks` holds
+    [first_seq, rows] runs of consecutive events, each row (kind, task_id, attempt, time,
+    message, data or None): each becomes one `event_chunks` row. Rows are tuples of plain
+    values, which the garbage collector stops tracking at its first pass (Event objects
+    kept until the writer's turn would be promoted and make full collections more frequent).
+    The other lists hold rows shaped like the `_SQL` entry of the same name, except that an
+    output's or cache entry's empty usage/files may be None; `others` holds (kind, row).
+    """
+
+    __slots__ = ("run_id", "chunks", "attempt_start", "attempt_end", "output", "cache_put",
+                 "others", "workspace", "labels", "loop", "future")
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self.chunks: list[list[Any]] = []
+        self.attempt_start: list[tuple] = []
+        self.attempt_end: list[tuple] = []
+        self.output: list[tuple] = []
+        self.cache_put: list[tuple] = []
+        self.others: list[tuple[str, tuple]] = []
+        self.workspace: Any = None
+        self.labels: list[str] = []
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.future: asyncio.Future[None] | None = None
 
 
 class RunStore:
@@ -408,6 +502,12 @@ class RunStore:
         self._queue.put((kind, row, loop, fut))
         return fut
 
+    def submit_batch(self, batch: RunBatch) -> None:
+        """Queue a run's batch (see `RunBatch`); its future, if any, resolves once committed."""
+        if self._writer is None:
+            self._ensure_writer()
+        self._queue.put(batch)
+
     async def wait_committed(self) -> None:
         """Return once everything queued so far is committed."""
         await self.commit("noop", ())
@@ -438,11 +538,15 @@ class RunStore:
             except queue.Empty:
                 item = ("noop", ())
             batch = _Batch()
+            rows = batch.rows
             syncs: list[threading.Event] = []
             n = 0
             while True:
                 if item is None:
                     stop = True
+                elif type(item) is RunBatch:
+                    n += len(item.output) + sum(len(c[1]) for c in item.chunks)
+                    self._add_run_batch(batch, item)
                 elif item[0] == "sync":
                     syncs.append(item[1])
                 else:
@@ -452,9 +556,9 @@ class RunStore:
                                 target, labels = row
                                 batch.hooks.setdefault(target, []).extend(labels)
                             else:
-                                batch.rows.setdefault(kind, []).append(row)
+                                rows.setdefault(kind, []).append(row)
                     else:
-                        batch.rows.setdefault(item[0], []).append(item[1])
+                        rows.setdefault(item[0], []).append(item[1])
                     if len(item) == 4:
                         batch.futures.append((item[2], item[3]))
                 n += 1
@@ -468,14 +572,42 @@ class RunStore:
                 now = time.time()
                 pid = os.getpid()
                 for run_id in list(self._leases):
-                    batch.rows.setdefault("heartbeat", []).append((now, run_id, pid))
+                    rows.setdefault("heartbeat", []).append((now, run_id, pid))
                 last_beat = time.monotonic()
             error = self._apply(conn, batch)
+            if error is None:
+                # The coordination files follow what is committed (off the event loop).
+                for workspace, events in batch.applied:
+                    workspace.apply_events(events)
             if batch.futures:
                 self._resolve(batch.futures, error)
             for ev in syncs:
                 ev.set()
         conn.close()
+
+    @staticmethod
+    def _add_run_batch(batch: _Batch, item: RunBatch) -> None:
+        rows = batch.rows
+        for first, events in item.chunks:
+            rows.setdefault("event_chunk", []).append(
+                (item.run_id, first, first + len(events) - 1, _dumps(events)))
+        for kind in ("attempt_start", "attempt_end", "output", "cache_put"):
+            got = getattr(item, kind)
+            if got:
+                have = rows.get(kind)
+                if have is None:
+                    rows[kind] = got
+                else:
+                    have.extend(got)
+        for kind, row in item.others:
+            rows.setdefault(kind, []).append(row)
+        if item.workspace is not None:
+            if item.labels:
+                batch.hooks.setdefault(item.workspace, []).extend(item.labels)
+            for _, events in item.chunks:
+                batch.applied.append((item.workspace, events))
+        if item.future is not None:
+            batch.futures.append((item.loop, item.future))  # type: ignore[arg-type]
 
     def _apply(self, conn: sqlite3.Connection, batch: _Batch) -> BaseException | None:
         # Workspace checkpoints due with these successes ride in the same round trip: one
@@ -538,11 +670,16 @@ class RunStore:
                 pass  # the loop is closed: nobody is waiting any more
 
     # -- runs and leases -----------------------------------------------------------------
-    def create_run(self, run_id: str, *, plan_name: str, plan_json: dict[str, Any],
+    def create_run(self, run_id: str, *, plan_name: str, plan_json: dict[str, Any] | str,
                    options: dict[str, Any], has_callables: bool, workspace: str | None,
                    tasks: Iterable[tuple[str, str]]) -> None:
-        """Insert the run and its tasks, leased to this process, and commit before returning."""
+        """Insert the run and its tasks, leased to this process, and commit before returning.
+
+        `plan_json` is the plan as a dict, or already serialised to JSON text (pydantic's
+        `model_dump_json`: several times faster than a dict then `json.dumps` for big plans).
+        """
         now = time.time()
+        plan_text = plan_json if isinstance(plan_json, str) else _dumps(plan_json)
         with self._read_lock:
             try:
                 self._read.execute("BEGIN IMMEDIATE")
@@ -551,7 +688,7 @@ class RunStore:
                         "INSERT INTO runs (id, plan_name, plan_json, options_json, has_callables, "
                         "status, created_at, updated_at, workspace, owner_pid, owner_host, "
                         "heartbeat_at) VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?)",
-                        (run_id, plan_name, _dumps(plan_json), _dumps(options),
+                        (run_id, plan_name, plan_text, _dumps(options),
                          int(has_callables), now, now, workspace, os.getpid(),
                          socket.gethostname(), now),
                     )
@@ -649,8 +786,9 @@ class RunStore:
                 run.outputs[tid] = {"attempt": attempt, "output": json.loads(out),
                                     "usage": json.loads(usage), "cost_usd": cost,
                                     "files": json.loads(files), "cached": bool(cached)}
-            run.last_seq = self._query(
-                "SELECT COALESCE(MAX(seq), 0) FROM events WHERE run_id = ?", (run_id,))[0][0]
+            run.last_seq = self._last_seq(run_id)
+        if run.result is not None and run.result.pop(TASKS_FROM_TABLES, False):
+            _fill_tasks(run)
         return run
 
     def list_runs(self, limit: int = 50) -> list[dict[str, Any]]:
@@ -671,31 +809,50 @@ class RunStore:
 
     def events(self, run_id: str) -> list[dict[str, Any]]:
         """The run's events in order, as `Event.to_dict()` gave them."""
-        return self._events("WHERE run_id = ? ORDER BY seq", (run_id,))
+        return self._events(run_id, 0, None)
 
     def events_after(self, run_id: str, seq: int, limit: int = 1000) -> list[dict[str, Any]]:
         """Up to `limit` events with a seq above `seq`, in order (the gateway's SSE replay:
         one indexed range read per page, not the whole run)."""
-        return self._events("WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?",
-                            (run_id, seq, limit))
+        return self._events(run_id, seq, limit)
 
-    def _events(self, where: str, args: tuple) -> list[dict[str, Any]]:
-        run_id = args[0]
-        out = []
-        for seq, kind, task_id, attempt, at, message, data in self._query(
-                "SELECT seq, kind, task_id, attempt, time, message, data_json FROM events "
-                + where, args):
-            event: dict[str, Any] = {"seq": seq, "kind": kind, "run_id": run_id, "time": at}
-            if task_id is not None:
-                event["task_id"] = task_id
-            if attempt is not None:
-                event["attempt"] = attempt
-            if message is not None:
-                event["message"] = message
-            if data is not None:
-                event["data"] = json.loads(data)
-            out.append(event)
-        return out
+    def _events(self, run_id: str, after: int, limit: int | None) -> list[dict[str, Any]]:
+        out: list[tuple[int, dict[str, Any]]] = []
+        lim = -1 if limit is None else limit
+        with self._read_lock:
+            for seq, kind, task_id, attempt, at, message, data in self._query(
+                    "SELECT seq, kind, task_id, attempt, time, message, data_json FROM "
+                    "event_rows WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                    (run_id, after, lim)):
+                out.append((seq, _event_dict(run_id, seq, kind, task_id, attempt, at, message,
+                                             None if data is None else json.loads(data))))
+            # Chunks overlapping (after, ...]: the one holding `after + 1`, then the next ones.
+            chunks = self._query(
+                "SELECT first_seq, body FROM event_chunks WHERE run_id = ? AND first_seq > "
+                "COALESCE((SELECT MAX(first_seq) FROM event_chunks WHERE run_id = ? AND "
+                "first_seq <= ?), -1) - 1 ORDER BY first_seq", (run_id, run_id, after + 1))
+            taken = 0
+            for first, body in chunks:
+                for i, (kind, task_id, attempt, at, message, data) in enumerate(json.loads(body)):
+                    seq = first + i
+                    if seq <= after:
+                        continue
+                    out.append((seq, _event_dict(run_id, seq, kind, task_id, attempt, at,
+                                                 message, data)))
+                    taken += 1
+                if limit is not None and taken >= limit:
+                    break
+        if not chunks or len(out) > taken:  # rows and chunks both: merge (one run has one kind)
+            out.sort(key=lambda pair: pair[0])
+        if limit is not None:
+            del out[limit:]
+        return [event for _, event in out]
+
+    def _last_seq(self, run_id: str) -> int:
+        return self._query(
+            "SELECT MAX(COALESCE((SELECT MAX(seq) FROM event_rows WHERE run_id = ?), 0), "
+            "COALESCE((SELECT MAX(last_seq) FROM event_chunks WHERE run_id = ?), 0))",
+            (run_id, run_id))[0][0]
 
     def cache_get(self, key: str) -> dict[str, Any] | None:
         rows = self._query("SELECT run_id, task_id, output_json, usage_json, cost_usd, files_json,"
@@ -708,6 +865,49 @@ class RunStore:
                 "seconds": seconds}
 
 
+def _fill_tasks(run: StoredRun) -> None:
+    """Put back the succeeded tasks a finished run stored by reference (see DurableRun):
+    the same entries `TaskResult.to_dict()` gave, from the outputs and attempts rows."""
+    tasks = run.result.get("tasks") if run.result else None
+    if not isinstance(tasks, dict):
+        return
+    for tid, entry in tasks.items():
+        if entry is not None:
+            continue
+        out = run.outputs.get(tid, {})
+        history = [{"attempt": a.attempt, "started_at": a.started_at,
+                    "finished_at": a.finished_at, "outcome": a.outcome, "error": a.error}
+                   for a in run.attempts.get(tid, [])]
+        entry = {"status": "succeeded", "pool": run.tasks.get(tid, {}).get("pool"),
+                 "attempts": len(history),
+                 "started_at": history[0]["started_at"] if history else None,
+                 "finished_at": history[-1]["finished_at"] if history else None,
+                 "output": out.get("output"), "error": None, "history": history}
+        if out.get("usage"):
+            entry["usage"] = out["usage"]
+        if out.get("cost_usd"):
+            entry["cost_usd"] = out["cost_usd"]
+        if out.get("files"):
+            entry["files"] = out["files"]
+        if out.get("cached"):
+            entry["cached"] = True
+        tasks[tid] = entry
+
+
+def _event_dict(run_id: str, seq: int, kind: str, task_id: str | None, attempt: int | None,
+                at: float, message: str | None, data: Any) -> dict[str, Any]:
+    event: dict[str, Any] = {"seq": seq, "kind": kind, "run_id": run_id, "time": at}
+    if task_id is not None:
+        event["task_id"] = task_id
+    if attempt is not None:
+        event["attempt"] = attempt
+    if message is not None:
+        event["message"] = message
+    if data is not None:
+        event["data"] = data
+    return event
+
+
 def _event_row(event: Any) -> tuple:
     data = event.data
     return (event.run_id, event.seq, event.kind, event.task_id, event.attempt, event.time,
@@ -716,10 +916,13 @@ def _event_row(event: Any) -> tuple:
 
 def _output_row(r: tuple) -> tuple:
     run_id, task_id, attempt, output, usage, cost, files, key, cached, at = r
-    return (run_id, task_id, attempt, _dumps(output), _dumps(usage), cost, _dumps(files), key,
-            int(cached), at)
+    return (run_id, task_id, attempt, _dump_value(output),
+            "{}" if usage is None else _dump_value(usage), cost,
+            "[]" if files is None else _dump_value(files), key, int(cached), at)
 
 
 def _cache_row(r: tuple) -> tuple:
     key, run_id, task_id, output, usage, cost, files, seconds, at = r
-    return (key, run_id, task_id, _dumps(output), _dumps(usage), cost, _dumps(files), seconds, at)
+    return (key, run_id, task_id, _dump_value(output),
+            "{}" if usage is None else _dump_value(usage), cost,
+            "[]" if files is None else _dump_value(files), seconds, at)

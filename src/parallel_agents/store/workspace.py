@@ -35,6 +35,7 @@ __all__ = ["Workspace", "COORDINATION_FILES", "CHECKPOINT_DIR"]
 COORDINATION_FILES = ("scratchpad.md", "activity_log.md", "project_state.yaml")
 CHECKPOINT_DIR = ".checkpoints"
 _STATE_INTERVAL = 0.5  # seconds between rewrites of project_state.yaml under load
+_SKIPPED = frozenset({"task_queued", "task_progress"})
 _TERMINAL = {"task_succeeded": "succeeded", "task_failed": "failed", "task_skipped": "skipped",
              "task_cancelled": "cancelled"}
 
@@ -67,6 +68,14 @@ class Workspace:
         self._interval = _STATE_INTERVAL
         self._log_lines: list[str] = []
         self._state_dirty = False
+        # Guards the coordination-file state: events come either through the worker thread
+        # (`on_event`) or straight from the store's writer thread (`apply_events`).
+        self._state_lock = threading.Lock()
+        self._quoted: list[tuple[str, str, str]] = []
+        self._log_fh: Any = None
+        self._labels_fh: Any = None  # (seq, handle) of the last checkpoint's .labels file
+        self._stamp_second = -1
+        self._stamp = ""
         scratch = self.root / "scratchpad.md"
         if not scratch.exists():
             scratch.write_text(f"# Scratchpad for run {run_id}\n\nShared notes: agents may "
@@ -93,6 +102,18 @@ class Workspace:
 
     def on_event(self, event: Any) -> None:
         self._queue.put(("event", event))
+
+    def apply_events(self, rows: list[tuple]) -> None:
+        """Update the coordination files from committed events, given as rows (kind, task_id,
+        attempt, time, message, data): the store's writer thread calls this after each group
+        commit (no queue, no extra thread wake-up)."""
+        with self._state_lock:
+            apply = self._apply_fields
+            for kind, tid, attempt, at, _message, data in rows:
+                if kind not in _SKIPPED:
+                    apply(kind, tid, attempt, at, data)
+            self._flush_log()
+            self._write_state()
 
     def checkpoint_soon(self, labels: list[str]) -> asyncio.Future[None]:
         """Queue a checkpoint; the future resolves once it is taken (merged with others)."""
@@ -124,73 +145,107 @@ class Workspace:
                     items.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            pending: list[str] = []
-            waiting: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
-            for item in items:
-                if item[0] == "event":
-                    self._apply(item[1])
-                elif item[0] == "checkpoint":
-                    pending.extend(item[1])
-                    waiting.append((item[2], item[3]))
-                else:
-                    if pending:
-                        self._safe_checkpoint(pending)
-                        _settle(waiting)
-                        pending, waiting = [], []
-                    _, status, rollback, done, box = item
-                    try:
-                        self._flush_log()
-                        self._run_status = status
-                        if rollback and status != "succeeded":
-                            box["rollback"] = self.rollback()
-                        self._write_state(force=True)
-                    except Exception as exc:  # noqa: BLE001 - reported by the caller
-                        box["error"] = f"{type(exc).__name__}: {exc}"
-                    done.set()
+            with self._state_lock:
+                if self._work(items):
                     return
-            if pending:
-                self._safe_checkpoint(pending)
-                _settle(waiting)
-            self._flush_log()
-            self._write_state()
+
+    def _work(self, items: list[Any]) -> bool:
+        """Handle the worker's items; True once `close` was handled."""
+        pending: list[str] = []
+        waiting: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        for item in items:
+            if item[0] == "event":
+                self._apply(item[1])
+            elif item[0] == "checkpoint":
+                pending.extend(item[1])
+                waiting.append((item[2], item[3]))
+            else:
+                if pending:
+                    self._safe_checkpoint(pending)
+                    _settle(waiting)
+                    pending, waiting = [], []
+                _, status, rollback, done, box = item
+                try:
+                    self._flush_log()
+                    self._run_status = status
+                    if rollback and status != "succeeded":
+                        box["rollback"] = self.rollback()
+                    self._write_state(force=True)
+                except Exception as exc:  # noqa: BLE001 - reported by the caller
+                    box["error"] = f"{type(exc).__name__}: {exc}"
+                finally:
+                    self._close_handles()
+                done.set()
+                return True
+        if pending:
+            self._safe_checkpoint(pending)
+            _settle(waiting)
+        self._flush_log()
+        self._write_state()
+        return False
 
     def _apply(self, event: Any) -> None:
         """Update the coordination files' state from one event."""
-        kind = event.kind
-        tid = event.task_id
+        self._apply_fields(event.kind, event.task_id, event.attempt, event.time, event.data)
+
+    def _apply_fields(self, kind: str, tid: Any, attempt: int | None, at: float,
+                      data: dict[str, Any] | None) -> None:
         if kind == "task_started":
-            self._started[(tid, event.attempt)] = event.time
+            self._started[(tid, attempt)] = at
             self._status[tid] = "running"
-            self._attempts[tid] = max(self._attempts.get(tid, 0), event.attempt or 0)
+            self._attempts[tid] = max(self._attempts.get(tid, 0), attempt or 0)
         elif kind == "task_queued":
             self._status[tid] = "queued"
         elif kind == "task_retrying":
             self._status[tid] = "retrying"
-            self._log(event, tid, (event.attempt or 1) - 1, "failed (will retry)")
+            self._log(at, data, tid, (attempt or 1) - 1, "failed (will retry)")
         elif kind in _TERMINAL:
             self._status[tid] = _TERMINAL[kind]
             if kind != "task_skipped":
-                cached = bool((event.data or {}).get("cached"))
+                cached = bool((data or {}).get("cached"))
                 status = "succeeded (cached)" if cached else _TERMINAL[kind]
-                self._log(event, tid, event.attempt or self._attempts.get(tid, 0), status)
+                self._log(at, data, tid, attempt or self._attempts.get(tid, 0), status)
         self._state_dirty = True
 
-    def _log(self, event: Any, tid: str, attempt: int, status: str) -> None:
+    def _log(self, at: float, data: dict[str, Any] | None, tid: str, attempt: int,
+             status: str) -> None:
         start = self._started.pop((tid, attempt), None)
-        duration = (event.data or {}).get("duration")
+        duration = (data or {}).get("duration")
         if duration is None:
-            duration = max(0.0, event.time - start) if start is not None else 0.0
+            duration = max(0.0, at - start) if start is not None else 0.0
         pool = self.plan.task(tid).pool
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(event.time))
+        second = int(at)
+        if second != self._stamp_second:
+            self._stamp_second = second
+            self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(second))
+        stamp = self._stamp
         self._log_lines.append(
             f"| {stamp} | {tid} | {pool} | {attempt} | {status} | {duration:.3f} |\n")
         self._state_dirty = True
 
     def _flush_log(self) -> None:
         if self._log_lines:
-            with open(self.root / "activity_log.md", "a", encoding="utf-8") as fh:
-                fh.write("".join(self._log_lines))
+            # One handle for the run (opening the file per batch cost more than the write).
+            fh = self._log_fh
+            if fh is None:
+                fh = self._log_fh = open(self.root / "activity_log.md", "a", encoding="utf-8")
+            fh.write("".join(self._log_lines))
+            fh.flush()
             self._log_lines.clear()
+
+    def _close_handles(self) -> None:
+        with self._lock:
+            self._close_handles_locked()
+
+    def _close_handles_locked(self) -> None:
+        for name in ("_log_fh", "_labels_fh"):
+            handle = getattr(self, name)
+            setattr(self, name, None)
+            if handle is not None:
+                try:
+                    (handle[1] if isinstance(handle, tuple) else handle).close()
+                except OSError:
+                    pass
 
     def _write_state(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -210,9 +265,15 @@ class Workspace:
         # One flow mapping per task, written by hand: a YAML emitter takes ~0.4 s for 10,000
         # tasks, this takes ~20 ms, and the file stays valid YAML (`yaml.safe_load` reads it).
         lines = [yaml.safe_dump(header, sort_keys=False), "tasks:\n"]
-        for t in self.plan.tasks:
-            lines.append(f"  {json.dumps(t.id)}: {{status: {self._status[t.id]}, pool: "
-                         f"{json.dumps(t.pool)}, attempts: {self._attempts.get(t.id, 0)}}}\n")
+        quoted = self._quoted
+        if len(quoted) != len(self.plan.tasks):
+            # The quoted id and pool of each task, computed once (not at every rewrite).
+            quoted = self._quoted = [(t.id, f"  {json.dumps(t.id)}: {{status: ",
+                                      f", pool: {json.dumps(t.pool)}, attempts: ")
+                                     for t in self.plan.tasks]
+        status, attempts = self._status, self._attempts
+        for tid, head, middle in quoted:
+            lines.append(f"{head}{status[tid]}{middle}{attempts.get(tid, 0)}}}\n")
         tmp = self.root / ".project_state.yaml.tmp"
         tmp.write_text("".join(lines), encoding="utf-8")
         os.replace(tmp, self.root / "project_state.yaml")
@@ -245,12 +306,38 @@ class Workspace:
         with self._lock:
             return self._checkpoint_locked(labels)
 
+    def _scan(self) -> list[tuple[str, str]]:
+        """(relative posix path, absolute path) of every workspace file: `_files()` with
+        scandir and strings (it runs once per group commit)."""
+        out: list[tuple[str, str]] = []
+        stack = [(os.fspath(self.root), "")]
+        while stack:
+            here, prefix = stack.pop()
+            try:
+                entries = list(os.scandir(here))
+            except OSError:
+                continue
+            for entry in entries:
+                name = entry.name
+                try:
+                    is_dir = entry.is_dir()
+                except OSError:
+                    is_dir = False
+                if is_dir:
+                    # Like os.walk: a symlink to a directory is neither walked nor a file.
+                    if not (prefix == "" and name == CHECKPOINT_DIR) and not entry.is_symlink():
+                        stack.append((entry.path, f"{prefix}{name}/"))
+                elif prefix or not (name in COORDINATION_FILES
+                                    or name.startswith(".project_state")):
+                    out.append((f"{prefix}{name}", entry.path))
+        return out
+
     def _checkpoint_locked(self, labels: list[str]) -> int:
         manifest: dict[str, list[Any]] = {}
-        for path in self._files():
-            rel = path.relative_to(self.root).as_posix()
+        for rel, path_str in self._scan():
+            path = Path(path_str)
             try:
-                st = path.stat()
+                st = os.stat(path_str)
             except FileNotFoundError:
                 continue  # deleted while we walked
             prev = self._last.get(rel)
@@ -263,8 +350,14 @@ class Workspace:
         if manifest == self._last and self._seq > 0:
             # Nothing changed: the previous checkpoint still describes the workspace; just
             # note that it also stands for these labels (a tiny append, no manifest rewrite).
-            with open(self.ckpt_dir / f"{self._seq:06d}.labels", "a", encoding="utf-8") as fh:
-                fh.write("".join(f"{label}\n" for label in labels))
+            held = self._labels_fh
+            if held is None or held[0] != self._seq:
+                if held is not None:
+                    held[1].close()
+                held = self._labels_fh = (self._seq, open(
+                    self.ckpt_dir / f"{self._seq:06d}.labels", "a", encoding="utf-8"))
+            held[1].write("".join(f"{label}\n" for label in labels))
+            held[1].flush()
             return self._seq
         self._seq += 1
         record = {"seq": self._seq, "labels": labels, "time": time.time(), "files": manifest}

@@ -1,0 +1,119 @@
+"""The store's batched write path: event chunks, the `events` view, the migration from a
+store whose events were one row each, and finished results stored by reference."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from pathlib import Path
+
+import parallel_agents as pa
+from parallel_agents import TaskOutput
+from parallel_agents.store import RunStore
+from parallel_agents.store.sqlite import MIGRATIONS
+
+
+def _mixed_plan() -> pa.Plan:
+    tries: dict[str, int] = {}
+
+    async def flaky(ctx):  # noqa: ANN001, ANN202 - fails its first attempt, pays for both
+        tries["flaky"] = tries.get("flaky", 0) + 1
+        if tries["flaky"] == 1:
+            raise RuntimeError("first attempt fails")
+        return TaskOutput(output={"ok": [1, 2.5, "x"]}, usage={"input_tokens": 7},
+                          cost_usd=0.25, files=["out.txt"])
+
+    async def broken(ctx):  # noqa: ANN001, ANN202
+        raise RuntimeError("always fails")
+
+    async def plain(ctx):  # noqa: ANN001, ANN202
+        return f"done {ctx.task.id}"
+
+    tasks = [pa.Task(id=f"p{i}", run=plain) for i in range(20)]
+    tasks += [pa.Task(id="flaky", run=flaky, max_retries=2, retry_backoff_sec=0),
+              pa.Task(id="broken", run=broken, max_retries=0),
+              pa.Task(id="after-broken", run=plain, depends_on=["broken"]),
+              pa.Task(id="after-flaky", run=plain, depends_on=["flaky"])]
+    return pa.Plan(name="mixed", pools={"default": pa.Pool(max_concurrent=3)}, tasks=tasks)
+
+
+def test_a_finished_run_loads_back_the_result_it_returned(tmp_path: Path) -> None:
+    store = RunStore(tmp_path / "runs.db")
+    try:
+        result = asyncio.run(pa.Executor(store=store).execute(_mixed_plan()))
+        saved = store.load_run(result.run_id)
+        every = store.events(result.run_id)
+    finally:
+        store.close()
+    assert result.status == "partial"
+    # Succeeded tasks are stored by reference and rebuilt from the tables: same JSON.
+    assert saved.result == json.loads(json.dumps(result.to_dict()))
+    assert [e["seq"] for e in every] == list(range(1, len(every) + 1))
+    assert [e["kind"] for e in every].count("task_succeeded") == 22
+    conn = sqlite3.connect(tmp_path / "runs.db")
+    try:
+        raw = conn.execute("SELECT result_json FROM runs").fetchone()[0]
+        view = conn.execute("SELECT seq, kind, task_id, attempt, time, message, data_json "
+                            "FROM events WHERE run_id = ? ORDER BY seq",
+                            (result.run_id,)).fetchall()
+    finally:
+        conn.close()
+    assert json.loads(raw)["tasks"]["p0"] is None  # not a second copy of the output
+    assert json.loads(raw)["tasks"]["broken"]["status"] == "failed"
+    # The SQL view shows the same events, one row each, as the old table did.
+    assert [(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]) if r[6] else None)
+            for r in view] == [
+        (e["seq"], e["kind"], e.get("task_id"), e.get("attempt"), e["time"],
+         e.get("message"), e.get("data")) for e in every]
+
+
+def test_events_after_pages_across_chunk_boundaries(tmp_path: Path) -> None:
+    store = RunStore(tmp_path / "runs.db")
+    try:
+        result = asyncio.run(pa.Executor(store=store).execute(_mixed_plan()))
+        every = store.events(result.run_id)
+        chunks = store._query("SELECT COUNT(*) FROM event_chunks")[0][0]
+        assert chunks > 1
+        for after in range(len(every) + 1):
+            for limit in (1, 3, 1000):
+                assert store.events_after(result.run_id, after, limit) == \
+                    every[after:after + limit], (after, limit)
+        assert store.load_run(result.run_id).last_seq == len(every)
+    finally:
+        store.close()
+
+
+def test_a_store_with_one_row_per_event_migrates_and_keeps_its_events(tmp_path: Path) -> None:
+    db = tmp_path / "runs.db"
+    conn = sqlite3.connect(db, isolation_level=None)
+    for version, migration in enumerate(MIGRATIONS[:2]):
+        for statement in migration.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        conn.execute(f"PRAGMA user_version={version + 1}")
+    conn.execute("PRAGMA application_id=0x50414753")
+    conn.execute("INSERT INTO runs (id, plan_name, plan_json, options_json, status, created_at,"
+                 " updated_at) VALUES ('old', 'p', '{}', '{}', 'succeeded', 1, 1)")
+    conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?)", [
+        ("old", 1, "run_started", None, None, 1.5, None, '{"plan":"p"}'),
+        ("old", 2, "task_started", "a", 1, 2.5, None, None),
+        ("old", 3, "run_finished", None, None, 3.5, "succeeded", None)])
+    conn.close()
+    store = RunStore(db)
+    try:
+        assert store.events("old") == [
+            {"seq": 1, "kind": "run_started", "run_id": "old", "time": 1.5,
+             "data": {"plan": "p"}},
+            {"seq": 2, "kind": "task_started", "run_id": "old", "time": 2.5, "task_id": "a",
+             "attempt": 1},
+            {"seq": 3, "kind": "run_finished", "run_id": "old", "time": 3.5,
+             "message": "succeeded"}]
+        assert store.events_after("old", 1, 1)[0]["seq"] == 2
+        assert store.load_run("old").last_seq == 3
+        result = asyncio.run(pa.Executor(store=store).execute(_mixed_plan()))
+        assert store.events(result.run_id)[-1]["kind"] == "run_finished"
+        rows = store._query("SELECT run_id, COUNT(*) FROM events GROUP BY run_id ORDER BY 1")
+        assert dict(rows)["old"] == 3
+    finally:
+        store.close()
