@@ -81,8 +81,13 @@ class EventBus:
         return unsubscribe
 
     def publish(self, event: Event) -> None:
+        """Number `event` (the next in the stream) and deliver it."""
         self.seq += 1
         event.seq = self.seq
+        self.deliver(event)
+
+    def deliver(self, event: Event) -> None:
+        """Deliver an event already numbered by the caller."""
         for fn in tuple(self.subscribers):
             try:
                 fn(event)

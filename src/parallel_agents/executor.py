@@ -311,7 +311,6 @@ class _Run:
             self.durable = DurableRun(executor.store, run_id, plan, self.options,
                                       workspace=executor.workspace, resumed=resumed)
             self.workspace = self.durable.workspace_path
-            self.bus.subscribers.insert(0, self.durable.on_event)
             if resumed is not None:
                 self.bus.seq = resumed.last_seq
                 succeeded, prior = self.durable.restore(self.results, time.time())
@@ -334,6 +333,8 @@ class _Run:
         )
         self.feed_error: str | None = None
         self.inflight: dict[str, asyncio.Task[None]] = {}
+        self._commit_waiters: dict[asyncio.Future[None], list[tuple[str, AttemptRecord,
+                                                                   TaskResult]]] = {}
         self.timers: dict[str, asyncio.TimerHandle] = {}
         self.cancelling: set[str] = set()
         self.loop = asyncio.get_running_loop()
@@ -363,8 +364,24 @@ class _Run:
 
     def emit(self, kind: EventKind, task_id: str | None = None, *, attempt: int | None = None,
              message: str | None = None, data: dict[str, Any] | None = None) -> None:
-        if self.bus.subscribers:
-            self.bus.publish(Event(kind, self.run_id, self.now(), task_id, attempt, message, data))
+        bus = self.bus
+        durable = self.durable
+        if durable is None:
+            if bus.subscribers:
+                bus.publish(Event(kind, self.run_id, self.now(), task_id, attempt, message, data))
+            return
+        # The store takes the event's fields, numbered in the same stream: no Event object
+        # unless someone else listens (three per task add up on big runs, GC included).
+        now = self.now()
+        bus.seq += 1
+        durable.record_event(bus.seq, kind, task_id, attempt, now, message, data)
+        if bus.subscribers:
+            bus.deliver(Event(kind, self.run_id, now, task_id, attempt, message, data, bus.seq))
+
+    @property
+    def observed(self) -> bool:
+        """Someone records or listens to events (else the hot path skips building them)."""
+        return self.durable is not None or bool(self.bus.subscribers)
 
     # -- the loop ------------------------------------------------------------------------
     async def go(self) -> RunResult:
@@ -393,7 +410,7 @@ class _Run:
         result = self._result(started, finished, self.done.result())
         if self.durable is not None:
             result.workspace = str(self.workspace)
-            result.rollback = await self.durable.finish(result.status, result.to_dict())
+            result.rollback = await self.durable.finish(result.status, result)
         return result
 
     def cancel(self, reason: str) -> None:
@@ -440,7 +457,7 @@ class _Run:
                 self._start(decision.task_id, decision.attempt)  # type: ignore[union-attr]
             elif kind is QueueTask:
                 results[decision.task_id].status = "queued"  # type: ignore[union-attr]
-                if self.bus.subscribers:
+                if self.durable is not None or self.bus.subscribers:
                     self.emit("task_queued", decision.task_id)  # type: ignore[union-attr]
             else:
                 self._carry_out(decision)
@@ -479,7 +496,7 @@ class _Run:
         result.history.append(record)
         if self.durable is not None:
             self.durable.attempt_started(task_id, record)
-        if self.bus.subscribers:
+        if self.durable is not None or self.bus.subscribers:
             self.emit("task_started", task_id, attempt=attempt)
         self.inflight[task_id] = self._new_task(self._attempt(task_id, record))
 
@@ -610,12 +627,20 @@ class _Run:
             result.error = None
             event = TaskSucceeded(task_id)
         if self.durable is not None:
-            event = await self._record_attempt(task_id, record, result, event, key, attempt_cost)
+            if type(event) is TaskSucceeded:
+                self._commit(task_id, record, result, key, attempt_cost)
+                return  # acknowledged by `_on_commit` once the output is durable
+            self.durable.attempt_finished(task_id, record)
+        self._acknowledge(task_id, record, result, event)
+
+    def _acknowledge(self, task_id: str, record: AttemptRecord, result: TaskResult,
+                     event: TaskSucceeded | TaskFailed | TaskCancelled) -> None:
+        """The attempt is over (and, in a durable run, its success committed): tell everyone."""
         self.inflight.pop(task_id, None)
         if self.cancelling:
             self.cancelling.discard(task_id)
         if type(event) is TaskSucceeded:
-            if self.bus.subscribers:
+            if self.durable is not None or self.bus.subscribers:
                 data: dict[str, Any] = {"duration": round(record.duration, 6)}
                 if result.usage or result.cost_usd:
                     data["cost_usd"] = round(result.cost_usd, 8)  # the live display sums it
@@ -638,42 +663,41 @@ class _Run:
             result.usage = _add_usage(result.usage, partial.usage)
             result.cost_usd += partial.cost_usd
     # -- durability (store/) -------------------------------------------------------------
-    async def _record_attempt(
-        self, task_id: str, record: AttemptRecord, result: TaskResult,
-        event: TaskSucceeded | TaskFailed | TaskCancelled, key: str | None, cost: float,
-    ) -> TaskSucceeded | TaskFailed | TaskCancelled:
-        """Store the attempt; a success is acknowledged only once its output is committed."""
+    def _commit(self, task_id: str, record: AttemptRecord, result: TaskResult, key: str | None,
+                cost: float) -> None:
+        """Queue a success for commit; `_on_commit` acknowledges it once it is durable.
+
+        Successes of one loop turn share one commit future, and each future gets one callback
+        here (not one suspended coroutine per task): a wave of 10^4 tasks waiting for their
+        group commit costs a list entry each. Nothing can cancel a queued commit, so the work
+        of a task that finished is never lost to a cancel arriving during its commit.
+        """
         assert self.durable is not None
-        if not isinstance(event, TaskSucceeded):
-            self.durable.attempt_finished(task_id, record)
-            return event
         commit = self.durable.commit_success(task_id, record, result, key, result.cached, cost)
         # The work is done: its slot goes to the next task while the commit is in flight (the
         # group commit then batches more tasks); dependents still wait for the commit.
         self.scheduler.send(TaskWorkDone(task_id))
         self._pump_soon()
-        error: BaseException | None = None
-        while True:
-            try:
-                await commit
-                break
-            except asyncio.CancelledError:
-                # The work is done and its commit is queued: finish that rather than lose it.
-                current = asyncio.current_task()
-                if current is not None:
-                    current.uncancel()
-                if commit.cancelled():
-                    commit = self.durable.store.commit("noop", ())  # after everything queued
-            except Exception as exc:  # noqa: BLE001 - the store failed: the attempt did too
-                error = exc
-                break
-        if error is None:
-            return event
-        record.outcome = "failed"
-        record.error = f"the output could not be committed: {error}"
-        result.status, result.output, result.cached = "running", None, False
-        self.durable.attempt_finished(task_id, record)
-        return TaskFailed(task_id, record.error)
+        waiting = self._commit_waiters.get(commit)
+        if waiting is None:
+            waiting = self._commit_waiters[commit] = []
+            commit.add_done_callback(self._on_commit)
+        waiting.append((task_id, record, result))
+
+    def _on_commit(self, commit: asyncio.Future[None]) -> None:
+        error = None if commit.cancelled() else commit.exception()
+        if commit.cancelled():
+            error = asyncio.CancelledError("the commit was cancelled")
+        for task_id, record, result in self._commit_waiters.pop(commit, ()):
+            event: TaskSucceeded | TaskFailed = TaskSucceeded(task_id)
+            if error is not None:  # the store failed: the attempt did too
+                record.outcome = "failed"
+                record.error = f"the output could not be committed: {error}"
+                result.status, result.output, result.cached = "running", None, False
+                assert self.durable is not None
+                self.durable.attempt_finished(task_id, record)
+                event = TaskFailed(task_id, record.error)
+            self._acknowledge(task_id, record, result, event)
 
     # -- the result ----------------------------------------------------------------------
     def _result(self, started: float, finished: float, status: str) -> RunResult:

@@ -131,8 +131,8 @@ class RunResult:
     def count(self, status: str) -> int:
         return sum(1 for t in self.tasks.values() if t.status == status)
 
-    def to_dict(self) -> dict[str, Any]:
-        """The `--json` summary (the CLI contract)."""
+    def to_dict(self, *, include_tasks: bool = True) -> dict[str, Any]:
+        """The `--json` summary (the CLI contract); `include_tasks=False` leaves out `tasks`."""
         out: dict[str, Any] = {
             "run_id": self.run_id,
             "status": self.status,
@@ -155,8 +155,9 @@ class RunResult:
             "cost_by_pool": {k: round(v, 8) for k, v in self.cost_by_pool.items()},
             "cost_by_agent": {k: round(v, 8) for k, v in self.cost_by_agent.items()},
             "budget_usd": self.budget_usd,
-            "tasks": {tid: t.to_dict() for tid, t in self.tasks.items()},
         }
+        if include_tasks:
+            out["tasks"] = {tid: t.to_dict() for tid, t in self.tasks.items()}
         # Durable runs only (see store/): absent keys keep the in-memory summary unchanged.
         cached = sum(1 for t in self.tasks.values() if t.cached)
         if cached:

@@ -15,8 +15,9 @@ from typing import Any
 
 from .._exceptions import StoreError, UsageError
 from ..agents import TaskOutput
+from ..events import Event
 from ..plan import Plan
-from ..results import AttemptRecord, TaskResult
+from ..results import AttemptRecord, RunResult, TaskResult
 from .cache import cache_key
 from .sqlite import TASKS_FROM_TABLES, CommitFuture, RunBatch, RunStore, StoredRun, _dumps
 from .workspace import Workspace
@@ -199,7 +200,7 @@ class DurableRun:
                 if e.get("kind") == "task_succeeded"}
         return [tid for tid in saved.outputs if tid not in have]
 
-    async def finish(self, status: str, result_dict: dict[str, Any]) -> dict[str, Any] | None:
+    async def finish(self, status: str, result: RunResult) -> dict[str, Any] | None:
         """Record the result, roll back if asked, release the lease; wait for every write."""
         rollback = None
         if self._batched:
@@ -210,23 +211,22 @@ class DurableRun:
             rollback = await asyncio.to_thread(
                 self.workspace.close, status, rollback=self.options.rollback_on_failure)
         now = time.time()
-        self.store.submit("run_update", (status, now, now, self._result_json(result_dict),
+        self.store.submit("run_update", (status, now, now, self._result_json(result),
                                          self.run_id))
         self.store.release(self.run_id)
         await self.store.wait_committed()
         return rollback
 
-    def _result_json(self, result_dict: dict[str, Any]) -> str:
+    def _result_json(self, result: RunResult) -> str:
         """The result as stored: a task whose success this run committed is stored as null
         (its output, history and totals are in the outputs and attempts tables, and
         `RunStore.load_run` puts them back), so finishing a big run dumps no second copy."""
-        tasks = result_dict.get("tasks")
         committed = self._committed
-        if not committed or not isinstance(tasks, dict):
-            return _dumps(result_dict)
-        slim = dict(result_dict)
-        slim["tasks"] = {tid: None if tid in committed and t.get("status") == "succeeded" else t
-                         for tid, t in tasks.items()}
+        if not committed:
+            return _dumps(result.to_dict())
+        slim = result.to_dict(include_tasks=False)
+        slim["tasks"] = {tid: None if tid in committed and t.status == "succeeded"
+                         else t.to_dict() for tid, t in result.tasks.items()}
         slim[TASKS_FROM_TABLES] = True
         return _dumps(slim)
 
@@ -257,25 +257,31 @@ class DurableRun:
 
     # -- events and attempts -------------------------------------------------------------
     def on_event(self, event: Any) -> None:
+        """Record an `Event` (numbered by its bus)."""
+        self.record_event(event.seq, event.kind, event.task_id, event.attempt, event.time,
+                          event.message, event.data)
+
+    def record_event(self, seq: int, kind: str, task_id: str | None, attempt: int | None,
+                     at: float, message: str | None, data: dict[str, Any] | None) -> None:
+        """Record one event from its fields: the executor calls this for every event of the
+        run, without building an `Event` object when nobody else listens."""
         if self._batched:
             batch = self._batch or self._open_batch()
-            kind = event.kind
-            seq = event.seq
+            row = (kind, task_id, attempt, at, message, data or None)
             if seq == self._next_seq and batch.chunks:
-                batch.chunks[-1][1].append((kind, event.task_id, event.attempt, event.time,
-                                            event.message, event.data or None))
+                batch.chunks[-1][1].append(row)
             else:
-                batch.chunks.append([seq, [(kind, event.task_id, event.attempt, event.time,
-                                            event.message, event.data or None)]])
+                batch.chunks.append([seq, [row]])
             self._next_seq = seq + 1
             if kind in _ENDED:
-                self._batch.others.append(  # type: ignore[union-attr]
-                    ("task_status", (_ENDED[kind], event.message, 0, event.time, self.run_id,
-                                     event.task_id)))
-                stage = self._ended(event.task_id)
+                batch.others.append(
+                    ("task_status", (_ENDED[kind], message, 0, at, self.run_id, task_id)))
+                stage = self._ended(task_id)  # type: ignore[arg-type]
                 if stage is not None and self.workspace is not None:
                     self.workspace.checkpoint_now([stage])
             return
+        event = Event(kind, self.run_id, at, task_id, attempt, message, data,  # type: ignore[arg-type]
+                      seq)
         self.store.submit("event", event)
         kind = event.kind
         if self.workspace is not None and kind not in ("task_queued", "task_progress"):
