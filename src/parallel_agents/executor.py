@@ -333,8 +333,7 @@ class _Run:
         )
         self.feed_error: str | None = None
         self.inflight: dict[str, asyncio.Task[None]] = {}
-        self._commit_waiters: dict[asyncio.Future[None], list[tuple[str, AttemptRecord,
-                                                                   TaskResult]]] = {}
+        self._commit_waiters: dict[asyncio.Future[None], list[str]] = {}
         self.timers: dict[str, asyncio.TimerHandle] = {}
         self.cancelling: set[str] = set()
         self.loop = asyncio.get_running_loop()
@@ -628,6 +627,9 @@ class _Run:
             event = TaskSucceeded(task_id)
         if self.durable is not None:
             if type(event) is TaskSucceeded:
+                # This asyncio task ends here: drop it now rather than keep 10^4 finished
+                # tasks alive (and walked by the garbage collector) until their commit.
+                self.inflight.pop(task_id, None)
                 self._commit(task_id, record, result, key, attempt_cost)
                 return  # acknowledged by `_on_commit` once the output is durable
             self.durable.attempt_finished(task_id, record)
@@ -682,13 +684,16 @@ class _Run:
         if waiting is None:
             waiting = self._commit_waiters[commit] = []
             commit.add_done_callback(self._on_commit)
-        waiting.append((task_id, record, result))
+        waiting.append(task_id)  # a str: no tuple per task for the GC to walk
 
     def _on_commit(self, commit: asyncio.Future[None]) -> None:
         error = None if commit.cancelled() else commit.exception()
         if commit.cancelled():
             error = asyncio.CancelledError("the commit was cancelled")
-        for task_id, record, result in self._commit_waiters.pop(commit, ()):
+        results = self.results
+        for task_id in self._commit_waiters.pop(commit, ()):
+            result = results[task_id]
+            record = result.history[-1]  # the attempt that committed: nothing ran since
             event: TaskSucceeded | TaskFailed = TaskSucceeded(task_id)
             if error is not None:  # the store failed: the attempt did too
                 record.outcome = "failed"

@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..store import RunStore, StoreError
+from ..store.sqlite import RunBatch
 from ._manager import _jsonable
 from ._redact import Redactor
 from ._store import ExecutionRecord, MemoryExecutionStore
@@ -71,6 +72,21 @@ class RedactingRunStore(RunStore):
         else:
             row = self._clean(row)
         return super().commit(kind, row)
+
+    # Batches (the executor's fast path) are masked here too, row by row, before the writer
+    # thread (and the workspace files it feeds) ever sees them.
+    takes_batches = True  # type: ignore[assignment]
+
+    def submit_batch(self, batch: RunBatch) -> None:
+        clean = self._clean
+        for chunk in batch.chunks:
+            chunk[1] = [clean(row) for row in chunk[1]]
+        for name in ("attempt_start", "attempt_end", "output", "cache_put"):
+            rows = getattr(batch, name)
+            if rows:
+                setattr(batch, name, [clean(row) for row in rows])
+        batch.others = [(kind, clean(row)) for kind, row in batch.others]
+        super().submit_batch(batch)
 
     def create_run(self, run_id: str, *, plan_name: str, plan_json: dict[str, Any],
                    options: dict[str, Any], has_callables: bool, workspace: str | None,

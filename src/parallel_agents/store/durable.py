@@ -94,14 +94,13 @@ class DurableRun:
         self._stage_left: dict[str, int] = {}
         # The fast path: rows gathered during one turn of the event loop go to the store as
         # one `RunBatch` (one queue item, one shared commit future). A store that overrides
-        # submit/commit (the gateway's redacting store sees every row) gets them one by one.
+        # submit/commit to see every row gets them one by one, unless it says it handles
+        # batches too (`takes_batches`, as the gateway's redacting store does).
         try:
             self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
             self._loop = None
-        cls = type(store)
-        self._batched = (self._loop is not None and cls.submit is RunStore.submit
-                         and cls.commit is RunStore.commit)
+        self._batched = self._loop is not None and store.takes_batches
         self._batch: RunBatch | None = None
         self._next_seq = -1
         self._timer_armed = False

@@ -502,6 +502,14 @@ class RunStore:
         self._queue.put((kind, row, loop, fut))
         return fut
 
+    @property
+    def takes_batches(self) -> bool:
+        """Whether `DurableRun` may hand this store whole `RunBatch`es. A subclass that
+        overrides `submit`/`commit` to see every row must also handle `submit_batch` (and
+        then say True) or it gets rows one by one."""
+        cls = type(self)
+        return cls.submit is RunStore.submit and cls.commit is RunStore.commit
+
     def submit_batch(self, batch: RunBatch) -> None:
         """Queue a run's batch (see `RunBatch`); its future, if any, resolves once committed."""
         if self._writer is None:
