@@ -528,12 +528,17 @@ class _Run:
             self.emit("task_cancelled", d.task_id, message=d.reason)
 
     # -- one attempt ---------------------------------------------------------------------
+    def _inputs(self, task: Any) -> dict[str, Any]:
+        # Not a comprehension inside `_attempt`: one would make `self` a closure cell there,
+        # one more object per attempt for the garbage collector.
+        results = self.results
+        return {d: results[d].output for d in task.depends_on}
+
     def _context(self, task: Any, record: AttemptRecord) -> TaskContext:
         task_id = task.id
-        results = self.results
         return TaskContext(
             task=task, run_id=self.run_id, attempt=record.attempt,
-            inputs={d: results[d].output for d in task.depends_on} if task.depends_on else {},
+            inputs=self._inputs(task) if task.depends_on else {},
             workspace=self.workspace,
             plan=self.plan, budget=self.budget,
             _report=lambda msg, frac: self.emit(
@@ -565,8 +570,7 @@ class _Run:
             if agent is None:
                 raise TaskError(f"no agent for tasks of kind {task.kind!r}", retryable=False)
             if self.durable is not None and self.durable.caches(task):
-                inputs = {d: self.results[d].output for d in task.depends_on}
-                key, hit, _ = self.durable.cache_lookup(task, inputs)
+                key, hit, _ = self.durable.cache_lookup(task, self._inputs(task))
             if hit is not None:
                 output = hit
             elif timeout is None:
