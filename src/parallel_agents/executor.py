@@ -303,7 +303,7 @@ class _Run:
         self.durable: DurableRun | None = None
         self.workspace = executor.workspace
         self.results: dict[str, TaskResult] = {
-            t.id: TaskResult(id=t.id, pool=t.pool) for t in plan.tasks
+            t.id: TaskResult(t.id, t.pool) for t in plan.tasks  # positional: runs per task
         }
         succeeded: set[str] = set()
         prior: dict[str, int] = {}
@@ -811,7 +811,8 @@ def _add_usage(a: Mapping[str, int], b: Mapping[str, int]) -> dict[str, int]:
 def _check_llm_tasks(plan: Plan, executor: Executor) -> None:
     """Before anything runs: every LLM task names a usable provider and, under a budget, a
     model with a known price (an unknown price would make the budget meaningless)."""
-    llm = [(i, t) for i, t in enumerate(plan.tasks) if t.kind == "llm"]
+    # `t.kind == "llm"` without the property call: this runs over every task of every plan.
+    llm = [(i, t) for i, t in enumerate(plan.tasks) if t.command is None and t.run is None]
     if not llm:
         return
     known = set(BUILTIN_PROVIDERS) | set(plan.providers) | set(executor.providers)

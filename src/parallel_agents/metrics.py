@@ -27,8 +27,14 @@ def critical_path(plan: Plan, weight: Mapping[str, float]) -> tuple[float, list[
     """Longest path through the plan's DAG where each task weighs `weight[task_id]`."""
     best: dict[str, float] = {}
     prev: dict[str, str | None] = {}
-    by_id = {t.id: t for t in plan.tasks}
     get = weight.get
+    if not any(t.depends_on for t in plan.tasks):
+        # No dependencies at all (a fan-out): every task is a path of its own.
+        for t in plan.tasks:
+            best[t.id] = get(t.id, 0.0)
+            prev[t.id] = None
+        return _longest(plan, best, prev)
+    by_id = {t.id: t for t in plan.tasks}
     for task_id in _topological(plan):
         start = 0.0
         parent = None
@@ -37,6 +43,11 @@ def critical_path(plan: Plan, weight: Mapping[str, float]) -> tuple[float, list[
                 start, parent = best[dep], dep
         best[task_id] = start + get(task_id, 0.0)
         prev[task_id] = parent
+    return _longest(plan, best, prev)
+
+
+def _longest(plan: Plan, best: dict[str, float], prev: dict[str, str | None],
+             ) -> tuple[float, list[str]]:
     if not best:
         return 0.0, []
     # The longest; among equals, the first in plan order.

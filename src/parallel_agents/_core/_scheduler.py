@@ -278,9 +278,25 @@ class Scheduler:
             for info in infos.values():
                 info.waiting_on = sum(1 for d in info.deps if d not in done)
         self._advance_gate()
+        # `_maybe_ready` inlined for the tasks ready at the start (every task of a fan-out);
+        # the unusual cases (a closed gate, no retries left on resume) take the full path.
+        ready = TaskState.READY
+        assert ready in TRANSITIONS[pending]
+        sequential = self.strategy == "sequential"
+        decisions = self._pending_decisions
+        attempts = self.attempts
+        heaps = self._heaps
+        push = heapq.heappush
         for task_id, info in infos.items():
-            if not info.waiting_on and state[task_id] is pending:
+            if info.waiting_on or state[task_id] is not pending:
+                continue
+            if info.gate > self._gate_open or (attempts and task_id in attempts):
                 self._maybe_ready(task_id)
+                continue
+            state[task_id] = ready
+            decisions.append(QueueTask(task_id))
+            push(heaps[info.pool], (info.index, task_id) if sequential else
+                 (-info.priority, -info.remaining_path, info.index, task_id))
 
     def _add_dependent(self, dep: str, task_id: str) -> None:
         info = self._info[dep]
