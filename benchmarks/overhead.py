@@ -82,6 +82,20 @@ def best_of(fn, repeat: int) -> tuple[float, float]:  # noqa: ANN001 - a tiny lo
     return min(walls), min(cpus)
 
 
+def paired_best(base_fn, fn, repeat: int) -> tuple[tuple[float, float], tuple[float, float]]:  # noqa: ANN001
+    """`best_of` for the baseline and the engine, their runs interleaved: on a machine whose
+    speed drifts (other jobs, CPU frequency), both then see the same conditions."""
+    base_w, base_c, walls, cpus = [], [], [], []
+    for _ in range(repeat):
+        w, c = best_of(base_fn, 1)
+        base_w.append(w)
+        base_c.append(c)
+        w, c = best_of(fn, 1)
+        walls.append(w)
+        cpus.append(c)
+    return (min(base_w), min(base_c)), (min(walls), min(cpus))
+
+
 def memory_child(n: int) -> None:
     plan = build("fan-out", n)
     result = asyncio.run(pa.Executor().execute(plan))
@@ -101,7 +115,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=10_000)
     parser.add_argument("--memory-n", type=int, default=100_000)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
@@ -115,15 +129,17 @@ def main() -> int:
           f"load average {load:.1f}")
     print("each run is one asyncio.run(...) (a fresh loop), timed as a whole; "
           "[cpu: ...] is this process's CPU time")
-    base, base_cpu = best_of(lambda: asyncio.run(gather_baseline(n)), args.repeat)
-    print(f"{'asyncio.gather':>16}: {n / base:>10,.0f} tasks/s {base / n * 1e6:>7.2f} µs/task"
-          f"         [cpu: {base_cpu / n * 1e6:.2f} µs/task]  (baseline)")
+    print("each shape's runs alternate with gather's; ratios are to the gather runs beside them")
     ok = True
     for shape in ("fan-out", "chain", "random DAG"):
         t0 = time.perf_counter()
         plan = build(shape, n)
         built = time.perf_counter() - t0
-        took, took_cpu = best_of(lambda: asyncio.run(engine(plan)), args.repeat)
+        (base, base_cpu), (took, took_cpu) = paired_best(
+            lambda: asyncio.run(gather_baseline(n)), lambda: asyncio.run(engine(plan)),
+            args.repeat)
+        print(f"{'asyncio.gather':>16}: {n / base:>10,.0f} tasks/s {base / n * 1e6:>7.2f} "
+              f"µs/task         [cpu: {base_cpu / n * 1e6:.2f} µs/task]  (baseline)")
         per = took / n * 1e6
         ratio = took / base
         line = (f"{shape:>16}: {n / took:>10,.0f} tasks/s {per:>7.2f} µs/task "
