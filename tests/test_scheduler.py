@@ -571,3 +571,27 @@ def test_cancel_leaves_a_commit_in_flight_to_finish() -> None:
     s.send(TaskSucceeded("a"))
     finished = [d for d in s.decide() if isinstance(d, RunFinished)]
     assert s.state["a"] is TaskState.SUCCEEDED and finished
+
+
+def test_max_starts_slices_a_wide_start_in_priority_order() -> None:
+    tasks = [pa.Task(id=f"t{i}", run=_noop, priority=i % 3 * 4) for i in range(7)]
+    s = Scheduler(pa.Plan(tasks=tasks))
+    everything = Scheduler(pa.Plan(tasks=tasks)).decide()
+    expected = [d.task_id for d in everything if isinstance(d, StartTask)]
+    got: list[str] = []
+    first = s.decide(max_starts=3)
+    got += [d.task_id for d in first if isinstance(d, StartTask)]
+    assert len(got) == 3 and s.start_capped
+    while s.start_capped:
+        got += [d.task_id for d in s.decide(max_starts=3) if isinstance(d, StartTask)]
+    assert got == expected  # the same order as one uncapped decide()
+    assert not [d for d in s.decide(max_starts=3) if isinstance(d, StartTask)]
+    assert not s.start_capped
+
+
+def test_max_starts_is_not_capped_by_a_full_pool() -> None:
+    plan = pa.Plan(tasks=[pa.Task(id=f"t{i}", run=_noop) for i in range(4)],
+                   pools={"default": pa.Pool(max_concurrent=2)})
+    s = Scheduler(plan)
+    assert len([d for d in s.decide(max_starts=2) if isinstance(d, StartTask)]) == 2
+    assert not s.start_capped  # the pool is full: nothing more could start anyway

@@ -225,6 +225,8 @@ class Scheduler:
         self.errors: dict[str, str] = {}
         self._info: dict[str, _Info] = {}
         self._pending_decisions: list[Decision] = []
+        #: the last `decide(max_starts=...)` stopped at its cap with startable tasks left
+        self.start_capped = False
         self._heaps: dict[str, list[tuple]] = {}
         self._pool_free: dict[str, float] = {}
         self._running = 0
@@ -451,9 +453,16 @@ class Scheduler:
         """Streaming planning: the plan is complete; the run may finish."""
         self.open_ended = False
 
-    def decide(self) -> list[Decision]:
-        """Everything the driver must do now: queued notices, skips, retries, starts, finish."""
-        self._dispatch()
+    def decide(self, max_starts: int | None = None) -> list[Decision]:
+        """Everything the driver must do now: queued notices, skips, retries, starts, finish.
+
+        `max_starts` caps the starts of this call; the ready tasks left over keep their place
+        in the queue, and `start_capped` says to call again soon. A driver on an event loop
+        uses it to start a 10^4-task fan-out in slices, so the loop keeps serving other work
+        (the gateway's HTTP requests) and fewer tasks are alive at once.
+        """
+        self.start_capped = False
+        self._dispatch(max_starts)
         if not self._finished and not self.open_ended and self._terminal == len(self.state):
             self._finished = True
             self._pending_decisions.append(RunFinished(self.status()))
@@ -628,14 +637,15 @@ class Scheduler:
                 ) and self.state[task_id] is TaskState.PENDING and info.waiting_on == 0:
                     self._maybe_ready(task_id)
 
-    def _dispatch(self) -> None:
+    def _dispatch(self, max_starts: int | None = None) -> None:
         if self._cancel_reason is not None:
             return
         heaps = self._heaps
         free = self._pool_free
         unaffordable: list[tuple[tuple, str]] = []
         try:
-            self._dispatch_loop(heaps, free, unaffordable)
+            self._dispatch_loop(heaps, free, unaffordable,
+                                math.inf if max_starts is None else max_starts)
         finally:
             for entry in unaffordable:  # wait for in-flight reservations to settle
                 heapq.heappush(heaps[self._info[entry[-1]].pool], entry)
@@ -650,8 +660,12 @@ class Scheduler:
         return None if self.budget.outstanding else False
 
     def _dispatch_loop(self, heaps: dict[str, list[tuple]], free: dict[str, float],
-                       unaffordable: list[tuple[tuple, str]]) -> None:
+                       unaffordable: list[tuple[tuple, str]], max_starts: float) -> None:
+        starts = 0
         while self._running < self.max_workers:
+            if starts >= max_starts:
+                self.start_capped = any(heap and free[name] > 0 for name, heap in heaps.items())
+                return
             best_pool = None
             best_entry = None
             for name, heap in heaps.items():
@@ -684,3 +698,4 @@ class Scheduler:
             attempt = self.attempts.get(task_id, 0) + 1
             self.attempts[task_id] = attempt
             self._pending_decisions.append(StartTask(task_id, attempt))
+            starts += 1
