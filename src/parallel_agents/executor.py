@@ -382,11 +382,6 @@ class _Run:
         if bus.subscribers:
             bus.deliver(Event(kind, self.run_id, now, task_id, attempt, message, data, bus.seq))
 
-    @property
-    def observed(self) -> bool:
-        """Someone records or listens to events (else the hot path skips building them)."""
-        return self.durable is not None or bool(self.bus.subscribers)
-
     # -- the loop ------------------------------------------------------------------------
     async def go(self) -> RunResult:
         started = self.now()
@@ -699,9 +694,8 @@ class _Run:
         waiting.append(task_id)  # a str: no tuple per task for the GC to walk
 
     def _on_commit(self, commit: asyncio.Future[None]) -> None:
-        error = None if commit.cancelled() else commit.exception()
-        if commit.cancelled():
-            error = asyncio.CancelledError("the commit was cancelled")
+        error = (asyncio.CancelledError("the commit was cancelled") if commit.cancelled()
+                 else commit.exception())
         results = self.results
         for task_id in self._commit_waiters.pop(commit, ()):
             result = results[task_id]

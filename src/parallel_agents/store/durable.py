@@ -255,11 +255,6 @@ class DurableRun:
         self.store.submit_batch(batch)
 
     # -- events and attempts -------------------------------------------------------------
-    def on_event(self, event: Any) -> None:
-        """Record an `Event` (numbered by its bus)."""
-        self.record_event(event.seq, event.kind, event.task_id, event.attempt, event.time,
-                          event.message, event.data)
-
     def record_event(self, seq: int, kind: str, task_id: str | None, attempt: int | None,
                      at: float, message: str | None, data: dict[str, Any] | None) -> None:
         """Record one event from its fields: the executor calls this for every event of the

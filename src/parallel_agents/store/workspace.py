@@ -245,7 +245,7 @@ class Workspace:
                 try:
                     (handle[1] if isinstance(handle, tuple) else handle).close()
                 except OSError:
-                    pass
+                    pass  # every write was flushed when made: a failed close loses nothing
 
     def _write_state(self, force: bool = False) -> None:
         now = time.monotonic()
