@@ -382,6 +382,24 @@ class _Run:
         if bus.subscribers:
             bus.deliver(Event(kind, self.run_id, now, task_id, attempt, message, data, bus.seq))
 
+    def emit_group(self, kind: EventKind, task_ids: list[str], attempts: list[int] | None = None,
+                   datas: list[Any] | None = None) -> None:
+        """Events of one kind for many tasks at once, numbered in order, with one time: the
+        queued and started tasks of a pump pass, the successes of a group commit. The store
+        keeps them as one group; subscribers still get one `Event` each."""
+        bus = self.bus
+        now = self.now()
+        first = bus.seq + 1
+        bus.seq += len(task_ids)
+        if self.durable is not None:
+            self.durable.record_group(first, kind, now, task_ids, attempts, datas)
+        if bus.subscribers:
+            run_id = self.run_id
+            for i, task_id in enumerate(task_ids):
+                bus.deliver(Event(kind, run_id, now, task_id,
+                                  attempts[i] if attempts is not None else None, None,
+                                  datas[i] if datas is not None else None, first + i))
+
     # -- the loop ------------------------------------------------------------------------
     async def go(self) -> RunResult:
         started = self.now()
@@ -451,16 +469,43 @@ class _Run:
         self.pump_scheduled = False
         results = self.results
         scheduler = self.scheduler
+        observed = self.durable is not None or bool(self.bus.subscribers)
+        # Consecutive queued (started) notices become one event group: at most one of these
+        # two lists is non-empty at a time, so the events keep the decisions' order.
+        queued: list[str] = []
+        started: list[str] = []
+        attempts: list[int] = []
         for decision in scheduler.decide(_STARTS_PER_TURN):
             kind = type(decision)  # starts and queued notices are most decisions: test first
             if kind is StartTask:
-                self._start(decision.task_id, decision.attempt)  # type: ignore[union-attr]
+                task_id = decision.task_id  # type: ignore[union-attr]
+                if queued:
+                    self.emit_group("task_queued", queued)
+                    queued = []
+                self._start(task_id, decision.attempt)  # type: ignore[union-attr]
+                if observed:
+                    started.append(task_id)
+                    attempts.append(decision.attempt)  # type: ignore[union-attr]
             elif kind is QueueTask:
-                results[decision.task_id].status = "queued"  # type: ignore[union-attr]
-                if self.durable is not None or self.bus.subscribers:
-                    self.emit("task_queued", decision.task_id)  # type: ignore[union-attr]
+                task_id = decision.task_id  # type: ignore[union-attr]
+                results[task_id].status = "queued"
+                if observed:
+                    if started:
+                        self.emit_group("task_started", started, attempts)
+                        started, attempts = [], []
+                    queued.append(task_id)
             else:
+                if queued:
+                    self.emit_group("task_queued", queued)
+                    queued = []
+                if started:
+                    self.emit_group("task_started", started, attempts)
+                    started, attempts = [], []
                 self._carry_out(decision)
+        if queued:
+            self.emit_group("task_queued", queued)
+        if started:
+            self.emit_group("task_started", started, attempts)
         if scheduler.start_capped:
             self._pump_soon()  # the rest after the loop's other callbacks have had a turn
 
@@ -496,10 +541,7 @@ class _Run:
         result.status = "running"
         record = AttemptRecord(attempt, self._wall0 + (time.perf_counter() - self._perf0))
         result.history.append(record)
-        if self.durable is not None:
-            self.durable.attempt_started(task_id, record)
-        if self.durable is not None or self.bus.subscribers:
-            self.emit("task_started", task_id, attempt=attempt)
+        # (its task_started event, and the stored start, go with the pump pass's group)
         self.inflight[task_id] = self._new_task(self._attempt(task_id, record))
 
     def _schedule_retry(self, d: ScheduleRetry) -> None:
@@ -650,13 +692,8 @@ class _Run:
             self.cancelling.discard(task_id)
         if type(event) is TaskSucceeded:
             if self.durable is not None or self.bus.subscribers:
-                data: dict[str, Any] = {"duration": round(record.duration, 6)}
-                if result.usage or result.cost_usd:
-                    data["cost_usd"] = round(result.cost_usd, 8)  # the live display sums it
-                    data["usage"] = dict(result.usage)
-                if result.cached:
-                    data["cached"] = True
-                self.emit("task_succeeded", task_id, attempt=record.attempt, data=data)
+                self.emit("task_succeeded", task_id, attempt=record.attempt,
+                          data=_success_data(record, result))
         elif isinstance(event, TaskCancelled):
             result.status = "cancelled"
             result.error = record.error
@@ -697,18 +734,37 @@ class _Run:
         error = (asyncio.CancelledError("the commit was cancelled") if commit.cancelled()
                  else commit.exception())
         results = self.results
-        for task_id in self._commit_waiters.pop(commit, ()):
-            result = results[task_id]
-            record = result.history[-1]  # the attempt that committed: nothing ran since
-            event: TaskSucceeded | TaskFailed = TaskSucceeded(task_id)
-            if error is not None:  # the store failed: the attempt did too
+        waiting = self._commit_waiters.pop(commit, ())
+        if error is not None:  # the store failed: the attempts did too
+            for task_id in waiting:
+                result = results[task_id]
+                record = result.history[-1]  # the attempt that committed: nothing ran since
                 record.outcome = "failed"
                 record.error = f"the output could not be committed: {error}"
                 result.status, result.output, result.cached = "running", None, False
                 assert self.durable is not None
                 self.durable.attempt_finished(task_id, record)
-                event = TaskFailed(task_id, record.error)
-            self._acknowledge(task_id, record, result, event)
+                self._acknowledge(task_id, record, result, TaskFailed(task_id, record.error))
+            return
+        # `_acknowledge` for the whole group: one task_succeeded event group, then the
+        # scheduler hears of each success (its decisions are pulled by the next pump).
+        inflight, cancelling = self.inflight, self.cancelling
+        attempts: list[int] = []
+        datas: list[dict[str, Any]] = []
+        for task_id in waiting:
+            result = results[task_id]
+            record = result.history[-1]
+            inflight.pop(task_id, None)
+            if cancelling:
+                cancelling.discard(task_id)
+            attempts.append(record.attempt)
+            datas.append(_success_data(record, result))
+        if waiting:
+            self.emit_group("task_succeeded", waiting, attempts, datas)
+        send = self.scheduler.send
+        for task_id in waiting:
+            send(TaskSucceeded(task_id))
+        self._pump_soon()
 
     # -- the result ----------------------------------------------------------------------
     def _result(self, started: float, finished: float, status: str) -> RunResult:
@@ -801,6 +857,17 @@ class _Run:
             "speedup": round(result.speedup, 4), "cost_usd": round(result.cost_usd, 8),
         })
         return result
+
+
+def _success_data(record: AttemptRecord, result: TaskResult) -> dict[str, Any]:
+    """The data of a task_succeeded event."""
+    data: dict[str, Any] = {"duration": round(record.duration, 6)}
+    if result.usage or result.cost_usd:
+        data["cost_usd"] = round(result.cost_usd, 8)  # the live display sums it
+        data["usage"] = dict(result.usage)
+    if result.cached:
+        data["cached"] = True
+    return data
 
 
 def _add_usage(a: Mapping[str, int], b: Mapping[str, int]) -> dict[str, int]:

@@ -86,11 +86,12 @@ class RedactingRunStore(RunStore):
             if rows:
                 setattr(batch, name, [clean(row) for row in rows])
         batch.others = [(kind, clean(row)) for kind, row in batch.others]
+        batch.groups = [clean(group) for group in batch.groups]
         super().submit_batch(batch)
 
     def create_run(self, run_id: str, *, plan_name: str, plan_json: dict[str, Any],
                    options: dict[str, Any], has_callables: bool, workspace: str | None,
-                   tasks: Iterable[tuple[str, str]]) -> None:
+                   tasks: Iterable[tuple[str, str]] | None = None) -> None:
         super().create_run(run_id, plan_name=plan_name, plan_json=self.redactor(plan_json),
                            options=self.redactor(options), has_callables=has_callables,
                            workspace=workspace, tasks=tasks)

@@ -121,8 +121,7 @@ class DurableRun:
                 options=self.options.to_dict(),
                 has_callables=any(t.run is not None for t in self.plan.tasks),
                 workspace=str(self.workspace_path.resolve()),
-                tasks=[(t.id, t.pool) for t in self.plan.tasks],
-            )
+            )  # the tasks rows come from the plan's JSON, inside SQLite
         else:
             self.store.acquire(self.run_id)
         try:
@@ -289,13 +288,22 @@ class DurableRun:
                 # Rare (once per stage) and must precede the next stage's tasks: take it now.
                 self.workspace.checkpoint_now([stage])
 
-    def attempt_started(self, task_id: str, record: AttemptRecord) -> None:
+    def record_group(self, first_seq: int, kind: str, at: float, task_ids: list[str],
+                     attempts: list[int] | None, datas: list[Any] | None) -> None:
+        """Record a run of events of one kind and time, numbered from `first_seq`: the
+        executor's task_queued/task_started of a pump pass and task_succeeded of a group
+        commit. A `task_started` group also records its attempts' starts (at `at`)."""
         if self._batched:
-            (self._batch or self._open_batch()).attempt_start.append(
-                (self.run_id, task_id, record.attempt, record.started_at))
+            batch = self._batch or self._open_batch()
+            batch.groups.append((first_seq, kind, at, task_ids, attempts, datas))
+            self._next_seq = -1  # the next single event opens a new chunk
             return
-        self.store.submit("attempt_start", (self.run_id, task_id, record.attempt,
-                                            record.started_at))
+        for i, task_id in enumerate(task_ids):
+            attempt = attempts[i] if attempts is not None else None
+            self.record_event(first_seq + i, kind, task_id, attempt, at, None,
+                              datas[i] if datas is not None else None)
+            if kind == "task_started":
+                self.store.submit("attempt_start", (self.run_id, task_id, attempt, at))
 
     def attempt_finished(self, task_id: str, record: AttemptRecord) -> None:
         if record.outcome == "succeeded":

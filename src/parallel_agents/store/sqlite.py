@@ -26,6 +26,7 @@ while the writer writes.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import queue
@@ -171,6 +172,40 @@ MIGRATIONS: list[str] = [
                json_extract(j.value, '$[5]')
         FROM event_chunks c, json_each(c.body) j;
     """,
+    # 4: events that come in runs of one kind (a pump pass queuing or starting tasks, a group
+    # commit acknowledging successes) are stored as one `event_groups` row: one time, the task
+    # ids, and per task an attempt and data only where they differ from the group's. A body
+    # item is a task id (attempt = the row's `attempt`, no data) or [task_id, attempt, data].
+    # The writer derives the started attempts' rows from the same body, so a task's three
+    # lifecycle events cost the event loop three list appends. The view shows them too.
+    """
+    CREATE TABLE event_groups (
+        run_id    TEXT NOT NULL,
+        first_seq INTEGER NOT NULL,
+        last_seq  INTEGER NOT NULL,
+        kind      TEXT NOT NULL,
+        time      REAL NOT NULL,
+        attempt   INTEGER,
+        body      TEXT NOT NULL,
+        PRIMARY KEY (run_id, first_seq)
+    ) WITHOUT ROWID;
+    DROP VIEW events;
+    CREATE VIEW events (run_id, seq, kind, task_id, attempt, time, message, data_json) AS
+        SELECT run_id, seq, kind, task_id, attempt, time, message, data_json FROM event_rows
+        UNION ALL
+        SELECT c.run_id, c.first_seq + j.key, json_extract(j.value, '$[0]'),
+               json_extract(j.value, '$[1]'), json_extract(j.value, '$[2]'),
+               json_extract(j.value, '$[3]'), json_extract(j.value, '$[4]'),
+               json_extract(j.value, '$[5]')
+        FROM event_chunks c, json_each(c.body) j
+        UNION ALL
+        SELECT g.run_id, g.first_seq + j.key, g.kind,
+               CASE j.type WHEN 'text' THEN j.value ELSE json_extract(j.value, '$[0]') END,
+               CASE j.type WHEN 'text' THEN g.attempt ELSE json_extract(j.value, '$[1]') END,
+               g.time, NULL,
+               CASE j.type WHEN 'text' THEN NULL ELSE json_extract(j.value, '$[2]') END
+        FROM event_groups g, json_each(g.body) j;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -181,6 +216,13 @@ _SQL: dict[str, str] = {
              "data_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
     "event_chunk": "INSERT OR IGNORE INTO event_chunks (run_id, first_seq, last_seq, body) "
                    "VALUES (?, ?, ?, ?)",
+    "event_group": "INSERT OR IGNORE INTO event_groups (run_id, first_seq, last_seq, kind, time, "
+                   "attempt, body) VALUES (?, ?, ?, ?, ?, ?, ?)",
+    # The attempts a `task_started` group began: (run_id, time, attempt, body).
+    "group_start": "INSERT OR IGNORE INTO attempts (run_id, task_id, attempt, started_at, outcome) "
+                   "SELECT ?1, CASE j.type WHEN 'text' THEN j.value ELSE "
+                   "json_extract(j.value, '$[0]') END, CASE j.type WHEN 'text' THEN ?3 ELSE "
+                   "json_extract(j.value, '$[1]') END, ?2, 'running' FROM json_each(?4) j",
     "attempt_start": "INSERT OR IGNORE INTO attempts (run_id, task_id, attempt, started_at, "
                      "outcome) VALUES (?, ?, ?, ?, 'running')",
     "attempt_end": "INSERT OR REPLACE INTO attempts (run_id, task_id, attempt, started_at, "
@@ -200,8 +242,39 @@ _SQL: dict[str, str] = {
                "WHERE id = ? AND owner_pid = ?",
 }
 _ORDER = list(_SQL)
+
+
+def _from_json(head: str, columns: int, tail: str = "") -> str:
+    values = ", ".join(f"json_extract(value, '$[{i}]')" for i in range(columns))
+    return f"{head} SELECT {values}{tail} FROM json_each(?)"
+
+
+# The same inserts taking all their rows as ONE JSON array, unpacked inside SQLite. Why:
+# `executemany` releases the GIL around each row's step and must win it back for the next
+# row, and while the event loop runs Python it gets it back only when the loop is forced to
+# give it up (sys.getswitchinterval(), 5 ms): a 10,000-row batch then crawls exactly while
+# the run is busiest. One statement over a JSON text holds the GIL only to encode it; the
+# parsing and B-tree work run on the other core, in parallel with the loop.
+_SQL_JSON: dict[str, str] = {
+    "event": _from_json("INSERT OR IGNORE INTO event_rows (run_id, seq, kind, task_id, attempt, "
+                        "time, message, data_json)", 8),
+    "attempt_start": _from_json("INSERT OR IGNORE INTO attempts (run_id, task_id, attempt, "
+                                "started_at, outcome)", 4, ", 'running'"),
+    "attempt_end": _from_json("INSERT OR REPLACE INTO attempts (run_id, task_id, attempt, "
+                              "started_at, finished_at, outcome, error)", 7),
+    "output": _from_json("INSERT OR REPLACE INTO outputs (run_id, task_id, attempt, output_json, "
+                         "usage_json, cost_usd, files_json, cache_key, cached, committed_at)", 10),
+    "cache_put": _from_json("INSERT OR REPLACE INTO cache (key, run_id, task_id, output_json, "
+                            "usage_json, cost_usd, files_json, seconds, created_at)", 9),
+}
+#: Fewer rows than this go through `executemany` (a few GIL hand-offs cost nothing).
+_JSON_MIN_ROWS = 8
 #: Key of a stored result whose succeeded tasks are null: rebuilt from the tables on load.
 TASKS_FROM_TABLES = "_tasks_from_tables"
+
+
+def _first_seq(entry: Any) -> int:
+    return entry[0]
 
 
 def _dumps(value: Any) -> str:
@@ -230,6 +303,7 @@ def _json_default(value: Any) -> Any:
 
 
 _ENCODE = json.JSONEncoder(default=_json_default, separators=(",", ":")).encode
+_ENCODE_STRICT = json.JSONEncoder(allow_nan=False, separators=(",", ":")).encode
 _encode_str = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
 
 
@@ -319,19 +393,23 @@ class RunBatch:
     Built by `DurableRun` on the loop thread (plain list appends, no lock, no per-row queue
     traffic) and written by the writer thread in the next group commit. `chunks` holds
     [first_seq, rows] runs of consecutive events, each row (kind, task_id, attempt, time,
-    message, data or None): each becomes one `event_chunks` row. Rows are tuples of plain
+    message, data or None): each becomes one `event_chunks` row. `groups` holds runs of
+    events of one kind and time, (first_seq, kind, time, task_ids, attempts, datas) with
+    attempts and datas lists (or None), each becomes one `event_groups` row; a
+    `task_started` group also inserts its attempts' rows. Rows are tuples of plain
     values, which the garbage collector stops tracking at its first pass (Event objects
     kept until the writer's turn would be promoted and make full collections more frequent).
     The other lists hold rows shaped like the `_SQL` entry of the same name, except that an
     output's or cache entry's empty usage/files may be None; `others` holds (kind, row).
     """
 
-    __slots__ = ("run_id", "chunks", "attempt_start", "attempt_end", "output", "cache_put",
-                 "others", "workspace", "labels", "loop", "future")
+    __slots__ = ("run_id", "chunks", "groups", "attempt_start", "attempt_end", "output",
+                 "cache_put", "others", "workspace", "labels", "loop", "future")
 
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
         self.chunks: list[list[Any]] = []
+        self.groups: list[tuple[Any, ...]] = []
         self.attempt_start: list[tuple] = []
         self.attempt_end: list[tuple] = []
         self.output: list[tuple] = []
@@ -553,7 +631,8 @@ class RunStore:
                 if item is None:
                     stop = True
                 elif type(item) is RunBatch:
-                    n += len(item.output) + sum(len(c[1]) for c in item.chunks)
+                    n += (len(item.output) + sum(len(c[1]) for c in item.chunks)
+                          + sum(len(g[3]) for g in item.groups))
                     self._add_run_batch(batch, item)
                 elif item[0] == "sync":
                     syncs.append(item[1])
@@ -585,8 +664,8 @@ class RunStore:
             error = self._apply(conn, batch)
             if error is None:
                 # The coordination files follow what is committed (off the event loop).
-                for workspace, events in batch.applied:
-                    workspace.apply_events(events)
+                for workspace, entries in batch.applied:
+                    workspace.apply_batch(entries)
             if batch.futures:
                 self._resolve(batch.futures, error)
             for ev in syncs:
@@ -596,9 +675,25 @@ class RunStore:
     @staticmethod
     def _add_run_batch(batch: _Batch, item: RunBatch) -> None:
         rows = batch.rows
+        run_id = item.run_id
         for first, events in item.chunks:
             rows.setdefault("event_chunk", []).append(
-                (item.run_id, first, first + len(events) - 1, _dumps(events)))
+                (run_id, first, first + len(events) - 1, _dumps(events)))
+        for first, kind, at, tids, attempts, datas in item.groups:
+            n = len(tids)
+            common = None
+            if datas is not None:
+                body = _dumps(list(zip(tids, attempts or itertools.repeat(None), datas)))
+            elif attempts is None:
+                body = _dumps(tids)
+            elif attempts.count(attempts[0]) == n:
+                common, body = attempts[0], _dumps(tids)
+            else:
+                body = _dumps(list(zip(tids, attempts, itertools.repeat(None))))
+            rows.setdefault("event_group", []).append(
+                (run_id, first, first + n - 1, kind, at, common, body))
+            if kind == "task_started":
+                rows.setdefault("group_start", []).append((run_id, at, common, body))
         for kind in ("attempt_start", "attempt_end", "output", "cache_put"):
             got = getattr(item, kind)
             if got:
@@ -612,8 +707,12 @@ class RunStore:
         if item.workspace is not None:
             if item.labels:
                 batch.hooks.setdefault(item.workspace, []).extend(item.labels)
-            for _, events in item.chunks:
-                batch.applied.append((item.workspace, events))
+            # Chunks (lists of rows) and groups (tuples), in the order of their events.
+            feed: list[Any] = [*item.chunks, *item.groups]
+            if len(feed) > 1:
+                feed.sort(key=_first_seq)
+            batch.applied.append((item.workspace,
+                                  [e[1] if type(e) is list else e for e in feed]))
         if item.future is not None:
             batch.futures.append((item.loop, item.future))  # type: ignore[arg-type]
 
@@ -644,6 +743,15 @@ class RunStore:
                         items = [_output_row(r) for r in items]
                     elif kind == "cache_put":
                         items = [_cache_row(r) for r in items]
+                    if len(items) >= _JSON_MIN_ROWS and kind in _SQL_JSON:
+                        try:
+                            # NaN/inf are not JSON: such a batch takes the slow path.
+                            body = _ENCODE_STRICT(items)
+                        except ValueError:
+                            pass
+                        else:
+                            conn.execute(_SQL_JSON[kind], (body,))
+                            continue
                     conn.executemany(_SQL[kind], items)
                 conn.execute("COMMIT")
             except BaseException:
@@ -680,11 +788,13 @@ class RunStore:
     # -- runs and leases -----------------------------------------------------------------
     def create_run(self, run_id: str, *, plan_name: str, plan_json: dict[str, Any] | str,
                    options: dict[str, Any], has_callables: bool, workspace: str | None,
-                   tasks: Iterable[tuple[str, str]]) -> None:
+                   tasks: Iterable[tuple[str, str]] | None = None) -> None:
         """Insert the run and its tasks, leased to this process, and commit before returning.
 
         `plan_json` is the plan as a dict, or already serialised to JSON text (pydantic's
         `model_dump_json`: several times faster than a dict then `json.dumps` for big plans).
+        `tasks` is (id, pool) per task in plan order; None reads them from the plan's
+        `tasks` list, inside SQLite (no Python row per task on the caller's thread).
         """
         now = time.time()
         plan_text = plan_json if isinstance(plan_json, str) else _dumps(plan_json)
@@ -700,11 +810,18 @@ class RunStore:
                          int(has_callables), now, now, workspace, os.getpid(),
                          socket.gethostname(), now),
                     )
-                    self._read.executemany(
-                        "INSERT INTO tasks (run_id, task_id, position, pool, status) "
-                        "VALUES (?, ?, ?, ?, 'pending')",
-                        [(run_id, tid, i, pool) for i, (tid, pool) in enumerate(tasks)],
-                    )
+                    if tasks is None:
+                        self._read.execute(
+                            "INSERT INTO tasks (run_id, task_id, position, pool, status) "
+                            "SELECT ?, json_extract(value, '$.id'), key, "
+                            "COALESCE(json_extract(value, '$.pool'), 'default'), 'pending' "
+                            "FROM json_each(?, '$.tasks')", (run_id, plan_text))
+                    else:
+                        self._read.executemany(
+                            "INSERT INTO tasks (run_id, task_id, position, pool, status) "
+                            "VALUES (?, ?, ?, ?, 'pending')",
+                            [(run_id, tid, i, pool) for i, (tid, pool) in enumerate(tasks)],
+                        )
                     self._read.execute("COMMIT")
                 except BaseException:
                     self._read.execute("ROLLBACK")
@@ -825,8 +942,21 @@ class RunStore:
         return self._events(run_id, seq, limit)
 
     def _events(self, run_id: str, after: int, limit: int | None) -> list[dict[str, Any]]:
+        out = self._events_in(run_id, after, limit, bounded=limit is not None)
+        if not out and limit is not None:
+            # The bounded read assumes gap-free numbering; never let a gap end a replay early.
+            out = self._events_in(run_id, after, limit, bounded=False)
+        return out
+
+    def _events_in(self, run_id: str, after: int, limit: int | None,
+                   bounded: bool) -> list[dict[str, Any]]:
+        """Events with a seq above `after` from the three places they are kept: one row each
+        (`event_rows`), a chunk of rows (`event_chunks`) or a group of one kind (`event_groups`).
+        `bounded`: read only chunks and groups starting within `limit` seqs of `after`."""
         out: list[tuple[int, dict[str, Any]]] = []
         lim = -1 if limit is None else limit
+        top = after + lim if bounded else 1 << 62
+        sources = 0
         with self._read_lock:
             for seq, kind, task_id, attempt, at, message, data in self._query(
                     "SELECT seq, kind, task_id, attempt, time, message, data_json FROM "
@@ -834,24 +964,38 @@ class RunStore:
                     (run_id, after, lim)):
                 out.append((seq, _event_dict(run_id, seq, kind, task_id, attempt, at, message,
                                              None if data is None else json.loads(data))))
-            # Chunks overlapping (after, ...]: the one holding `after + 1`, then the next ones.
+            sources += bool(out)
+            # From the last chunk (group) starting at or before `after + 1`: an indexed jump.
             chunks = self._query(
-                "SELECT first_seq, body FROM event_chunks WHERE run_id = ? AND first_seq > "
+                "SELECT first_seq, body FROM event_chunks WHERE run_id = ? AND first_seq >= "
                 "COALESCE((SELECT MAX(first_seq) FROM event_chunks WHERE run_id = ? AND "
-                "first_seq <= ?), -1) - 1 ORDER BY first_seq", (run_id, run_id, after + 1))
-            taken = 0
+                "first_seq <= ?), 0) AND first_seq <= ? ORDER BY first_seq",
+                (run_id, run_id, after + 1, top))
+            sources += bool(chunks)
             for first, body in chunks:
                 for i, (kind, task_id, attempt, at, message, data) in enumerate(json.loads(body)):
                     seq = first + i
-                    if seq <= after:
-                        continue
-                    out.append((seq, _event_dict(run_id, seq, kind, task_id, attempt, at,
-                                                 message, data)))
-                    taken += 1
-                if limit is not None and taken >= limit:
-                    break
-        if not chunks or len(out) > taken:  # rows and chunks both: merge (one run has one kind)
-            out.sort(key=lambda pair: pair[0])
+                    if seq > after:
+                        out.append((seq, _event_dict(run_id, seq, kind, task_id, attempt, at,
+                                                     message, data)))
+            groups = self._query(
+                "SELECT first_seq, kind, time, attempt, body FROM event_groups WHERE run_id = ? "
+                "AND first_seq >= COALESCE((SELECT MAX(first_seq) FROM event_groups WHERE "
+                "run_id = ? AND first_seq <= ?), 0) AND first_seq <= ? ORDER BY first_seq",
+                (run_id, run_id, after + 1, top))
+            sources += bool(groups)
+        for first, kind, at, common, body in groups:
+            for i, item in enumerate(json.loads(body)):
+                seq = first + i
+                if seq <= after:
+                    continue
+                if type(item) is str:
+                    out.append((seq, _event_dict(run_id, seq, kind, item, common, at, None, None)))
+                else:
+                    out.append((seq, _event_dict(run_id, seq, kind, item[0], item[1], at, None,
+                                                 item[2])))
+        if sources > 1:
+            out.sort(key=_first_seq)
         if limit is not None:
             del out[limit:]
         return [event for _, event in out]
@@ -859,8 +1003,9 @@ class RunStore:
     def _last_seq(self, run_id: str) -> int:
         return self._query(
             "SELECT MAX(COALESCE((SELECT MAX(seq) FROM event_rows WHERE run_id = ?), 0), "
-            "COALESCE((SELECT MAX(last_seq) FROM event_chunks WHERE run_id = ?), 0))",
-            (run_id, run_id))[0][0]
+            "COALESCE((SELECT MAX(last_seq) FROM event_chunks WHERE run_id = ?), 0), "
+            "COALESCE((SELECT MAX(last_seq) FROM event_groups WHERE run_id = ?), 0))",
+            (run_id, run_id, run_id))[0][0]
 
     def cache_get(self, key: str) -> dict[str, Any] | None:
         rows = self._query("SELECT run_id, task_id, output_json, usage_json, cost_usd, files_json,"
