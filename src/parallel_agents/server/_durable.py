@@ -81,7 +81,7 @@ class RedactingRunStore(RunStore):
         clean = self._clean
         for chunk in batch.chunks:
             chunk[1] = [clean(row) for row in chunk[1]]
-        for name in ("attempt_start", "attempt_end", "output", "cache_put"):
+        for name in ("attempt_start", "attempt_end", "success", "cache_put"):
             rows = getattr(batch, name)
             if rows:
                 setattr(batch, name, [clean(row) for row in rows])

@@ -104,8 +104,6 @@ class DurableRun:
         self._batch: RunBatch | None = None
         self._next_seq = -1
         self._timer_armed = False
-        #: tasks whose success this object committed: finish() stores them by reference
-        self._committed: set[str] = set()
         if options.strategy == "pipeline":
             for t in plan.tasks:
                 if t.stage is not None:
@@ -124,6 +122,8 @@ class DurableRun:
             )  # the tasks rows come from the plan's JSON, inside SQLite
         else:
             self.store.acquire(self.run_id)
+            # The task rows, if the first process died before writing them (a no-op if not).
+            self.store.submit("plan_tasks", (self.run_id,))
         try:
             self.workspace = Workspace(self.workspace_path, run_id=self.run_id, plan=self.plan,
                                        strategy=self.options.strategy)
@@ -183,6 +183,8 @@ class DurableRun:
 
     def _ended(self, task_id: str) -> str | None:
         """Count a task as ended; return "stage:NAME" if that closes its pipeline stage."""
+        if not self._stage_left:
+            return None
         stage = self.plan.task(task_id).stage
         if stage is None or stage not in self._stage_left:
             return None
@@ -216,15 +218,12 @@ class DurableRun:
         return rollback
 
     def _result_json(self, result: RunResult) -> str:
-        """The result as stored: a task whose success this run committed is stored as null
-        (its output, history and totals are in the outputs and attempts tables, and
-        `RunStore.load_run` puts them back), so finishing a big run dumps no second copy."""
-        committed = self._committed
-        if not committed:
-            return _dumps(result.to_dict())
+        """The result as stored: a succeeded task is stored as null (every success of a
+        durable run, this process's or a crashed one's, has its output row and attempts
+        rows, and `RunStore.load_run` puts them back), so a big run dumps no second copy."""
         slim = result.to_dict(include_tasks=False)
-        slim["tasks"] = {tid: None if tid in committed and t.status == "succeeded"
-                         else t.to_dict() for tid, t in result.tasks.items()}
+        slim["tasks"] = {tid: None if t.status == "succeeded" else t.to_dict()
+                         for tid, t in result.tasks.items()}
         slim[TASKS_FROM_TABLES] = True
         return _dumps(slim)
 
@@ -341,22 +340,20 @@ class DurableRun:
         now = time.time()
         if self._batched:
             batch = self._batch or self._open_batch()
-            run_id = self.run_id
-            batch.attempt_end.append((run_id, task_id, record.attempt, record.started_at,
-                                      record.finished_at, "succeeded", None))
             # Empty usage/files travel as None: the row is then plain values (see RunBatch).
+            # One row gives the output and the attempt's end; the writer labels the
+            # checkpoint after the task ("after:ID") from it too.
             usage, files = result.usage or None, result.files or None
-            batch.output.append((run_id, task_id, record.attempt, result.output, usage,
-                                 result.cost_usd, files, key, cached, now))
+            batch.success.append((self.run_id, task_id, record.attempt, result.output, usage,
+                                  result.cost_usd, files, key, cached, now, record.started_at,
+                                  record.finished_at))
             if key is not None and not cached:
-                batch.cache_put.append((key, run_id, task_id, result.output, usage,
+                batch.cache_put.append((key, self.run_id, task_id, result.output, usage,
                                         original_cost, files, record.duration, now))
-            if self.workspace is not None:
-                batch.labels.append(f"after:{task_id}")
+            if self._stage_left:
                 stage = self._ended(task_id)
                 if stage is not None:
                     batch.labels.append(stage)
-            self._committed.add(task_id)
             fut = batch.future
             if fut is None:
                 # Someone waits now: hand the batch over at the end of this loop turn.

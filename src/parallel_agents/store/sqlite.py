@@ -212,6 +212,12 @@ SCHEMA_VERSION = len(MIGRATIONS)
 # The writer applies a batch table by table in this order, so an attempt's start is always
 # inserted before its end replaces it, and a run row exists before its tasks point at it.
 _SQL: dict[str, str] = {
+    # A run's task rows, from its stored plan (INSERT OR IGNORE: also repairs a run whose
+    # process died before they were written; resume queues it again).
+    "plan_tasks": "INSERT OR IGNORE INTO tasks (run_id, task_id, position, pool, status) "
+                  "SELECT r.id, json_extract(j.value, '$.id'), j.key, "
+                  "COALESCE(json_extract(j.value, '$.pool'), 'default'), 'pending' "
+                  "FROM runs r, json_each(r.plan_json, '$.tasks') j WHERE r.id = ?",
     "event": "INSERT OR IGNORE INTO event_rows (run_id, seq, kind, task_id, attempt, time, message, "
              "data_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
     "event_chunk": "INSERT OR IGNORE INTO event_chunks (run_id, first_seq, last_seq, body) "
@@ -227,6 +233,8 @@ _SQL: dict[str, str] = {
                      "outcome) VALUES (?, ?, ?, ?, 'running')",
     "attempt_end": "INSERT OR REPLACE INTO attempts (run_id, task_id, attempt, started_at, "
                    "finished_at, outcome, error) VALUES (?, ?, ?, ?, ?, ?, ?)",
+    # A success: its attempt's end, then its output (see RunBatch); two statements.
+    "success": "",
     "output": "INSERT OR REPLACE INTO outputs (run_id, task_id, attempt, output_json, usage_json, "
               "cost_usd, files_json, cache_key, cached, committed_at) "
               "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -244,31 +252,42 @@ _SQL: dict[str, str] = {
 _ORDER = list(_SQL)
 
 
-def _from_json(head: str, columns: int, tail: str = "") -> str:
-    values = ", ".join(f"json_extract(value, '$[{i}]')" for i in range(columns))
-    return f"{head} SELECT {values}{tail} FROM json_each(?)"
-
-
-# The same inserts taking all their rows as ONE JSON array, unpacked inside SQLite. Why:
+# Many rows are inserted with multi-row statements, INSERT ... VALUES (...), (...), ... of
+# `_ROWS_PER_STATEMENT` rows (then halves for the rest), not with `executemany`. Why:
 # `executemany` releases the GIL around each row's step and must win it back for the next
 # row, and while the event loop runs Python it gets it back only when the loop is forced to
 # give it up (sys.getswitchinterval(), 5 ms): a 10,000-row batch then crawls exactly while
-# the run is busiest. One statement over a JSON text holds the GIL only to encode it; the
-# parsing and B-tree work run on the other core, in parallel with the loop.
-_SQL_JSON: dict[str, str] = {
-    "event": _from_json("INSERT OR IGNORE INTO event_rows (run_id, seq, kind, task_id, attempt, "
-                        "time, message, data_json)", 8),
-    "attempt_start": _from_json("INSERT OR IGNORE INTO attempts (run_id, task_id, attempt, "
-                                "started_at, outcome)", 4, ", 'running'"),
-    "attempt_end": _from_json("INSERT OR REPLACE INTO attempts (run_id, task_id, attempt, "
-                              "started_at, finished_at, outcome, error)", 7),
-    "output": _from_json("INSERT OR REPLACE INTO outputs (run_id, task_id, attempt, output_json, "
-                         "usage_json, cost_usd, files_json, cache_key, cached, committed_at)", 10),
-    "cache_put": _from_json("INSERT OR REPLACE INTO cache (key, run_id, task_id, output_json, "
-                            "usage_json, cost_usd, files_json, seconds, created_at)", 9),
-}
+# the run is busiest. A 256-row statement binds its values in C, then runs without the GIL
+# on the other core. (Its 256 x 12 values stay under SQLite's 32,766-variable limit.)
+_ROWS_PER_STATEMENT = 256
+
+
+def _values_sql(sql: str, rows: int) -> str:
+    head, _, row = sql.partition(" VALUES ")
+    return f"{head} VALUES {','.join([row] * rows)}"
+
+
+def _insert_rows(conn: sqlite3.Connection, sql: str, rows: list[tuple]) -> None:
+    """`conn.executemany(sql, rows)` for an `INSERT ... VALUES (row)` statement, as
+    multi-row statements (a bounded set of texts, so the statement cache keeps them)."""
+    n = len(rows)
+    if n < _MULTI_MIN_ROWS:
+        conn.executemany(sql, rows)
+        return
+    chain = itertools.chain.from_iterable
+    i, size = 0, _ROWS_PER_STATEMENT
+    while i < n:
+        while n - i < size:
+            size //= 2
+        conn.execute(_values_sql(sql, size), list(chain(rows[i:i + size])))
+        i += size
+
+
+_SUCCESS_ATTEMPT = ("INSERT OR REPLACE INTO attempts (run_id, task_id, attempt, started_at, "
+                    "finished_at, outcome, error) VALUES (?, ?, ?, ?, ?, 'succeeded', NULL)")
 #: Fewer rows than this go through `executemany` (a few GIL hand-offs cost nothing).
-_JSON_MIN_ROWS = 8
+_MULTI_MIN_ROWS = 8
+_MULTI_ROW = frozenset({"event", "attempt_start", "attempt_end", "output", "cache_put"})
 #: Key of a stored result whose succeeded tasks are null: rebuilt from the tables on load.
 TASKS_FROM_TABLES = "_tasks_from_tables"
 
@@ -303,7 +322,6 @@ def _json_default(value: Any) -> Any:
 
 
 _ENCODE = json.JSONEncoder(default=_json_default, separators=(",", ":")).encode
-_ENCODE_STRICT = json.JSONEncoder(allow_nan=False, separators=(",", ":")).encode
 _encode_str = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
 
 
@@ -399,11 +417,13 @@ class RunBatch:
     `task_started` group also inserts its attempts' rows. Rows are tuples of plain
     values, which the garbage collector stops tracking at its first pass (Event objects
     kept until the writer's turn would be promoted and make full collections more frequent).
-    The other lists hold rows shaped like the `_SQL` entry of the same name, except that an
-    output's or cache entry's empty usage/files may be None; `others` holds (kind, row).
+    `success` rows are an `output` row plus the attempt's started_at and finished_at: the
+    writer takes the output and the attempt's end from one row. The other lists hold rows
+    shaped like the `_SQL` entry of the same name. An output's or cache entry's empty
+    usage/files may be None; `others` holds (kind, row).
     """
 
-    __slots__ = ("run_id", "chunks", "groups", "attempt_start", "attempt_end", "output",
+    __slots__ = ("run_id", "chunks", "groups", "attempt_start", "attempt_end", "success",
                  "cache_put", "others", "workspace", "labels", "loop", "future")
 
     def __init__(self, run_id: str) -> None:
@@ -412,7 +432,7 @@ class RunBatch:
         self.groups: list[tuple[Any, ...]] = []
         self.attempt_start: list[tuple] = []
         self.attempt_end: list[tuple] = []
-        self.output: list[tuple] = []
+        self.success: list[tuple] = []
         self.cache_put: list[tuple] = []
         self.others: list[tuple[str, tuple]] = []
         self.workspace: Any = None
@@ -631,7 +651,7 @@ class RunStore:
                 if item is None:
                     stop = True
                 elif type(item) is RunBatch:
-                    n += (len(item.output) + sum(len(c[1]) for c in item.chunks)
+                    n += (len(item.success) + sum(len(c[1]) for c in item.chunks)
                           + sum(len(g[3]) for g in item.groups))
                     self._add_run_batch(batch, item)
                 elif item[0] == "sync":
@@ -694,7 +714,7 @@ class RunStore:
                 (run_id, first, first + n - 1, kind, at, common, body))
             if kind == "task_started":
                 rows.setdefault("group_start", []).append((run_id, at, common, body))
-        for kind in ("attempt_start", "attempt_end", "output", "cache_put"):
+        for kind in ("attempt_start", "attempt_end", "success", "cache_put"):
             got = getattr(item, kind)
             if got:
                 have = rows.get(kind)
@@ -705,8 +725,11 @@ class RunStore:
         for kind, row in item.others:
             rows.setdefault(kind, []).append(row)
         if item.workspace is not None:
-            if item.labels:
-                batch.hooks.setdefault(item.workspace, []).extend(item.labels)
+            # The checkpoint after each succeeded task, plus any stage boundary.
+            labels = [f"after:{row[1]}" for row in item.success]
+            labels += item.labels
+            if labels:
+                batch.hooks.setdefault(item.workspace, []).extend(labels)
             # Chunks (lists of rows) and groups (tuples), in the order of their events.
             feed: list[Any] = [*item.chunks, *item.groups]
             if len(feed) > 1:
@@ -737,22 +760,19 @@ class RunStore:
                     items = rows.get(kind)
                     if not items:
                         continue
+                    if kind == "success":
+                        self._apply_successes(conn, [_success_row(r) for r in items])
+                        continue
                     if kind == "event":
                         items = [_event_row(e) for e in items]
                     elif kind == "output":
                         items = [_output_row(r) for r in items]
                     elif kind == "cache_put":
                         items = [_cache_row(r) for r in items]
-                    if len(items) >= _JSON_MIN_ROWS and kind in _SQL_JSON:
-                        try:
-                            # NaN/inf are not JSON: such a batch takes the slow path.
-                            body = _ENCODE_STRICT(items)
-                        except ValueError:
-                            pass
-                        else:
-                            conn.execute(_SQL_JSON[kind], (body,))
-                            continue
-                    conn.executemany(_SQL[kind], items)
+                    if kind in _MULTI_ROW:
+                        _insert_rows(conn, _SQL[kind], items)
+                    else:
+                        conn.executemany(_SQL[kind], items)
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -761,6 +781,12 @@ class RunStore:
             self._writer_error = exc
             return exc
         return None
+
+    @staticmethod
+    def _apply_successes(conn: sqlite3.Connection, items: list[tuple]) -> None:
+        """Success rows (see RunBatch): each attempt's end, then its output."""
+        _insert_rows(conn, _SUCCESS_ATTEMPT, [(r[0], r[1], r[2], r[10], r[11]) for r in items])
+        _insert_rows(conn, _SQL["output"], [r[:10] for r in items])
 
     @staticmethod
     def _resolve(futures: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]],
@@ -793,8 +819,9 @@ class RunStore:
 
         `plan_json` is the plan as a dict, or already serialised to JSON text (pydantic's
         `model_dump_json`: several times faster than a dict then `json.dumps` for big plans).
-        `tasks` is (id, pool) per task in plan order; None reads them from the plan's
-        `tasks` list, inside SQLite (no Python row per task on the caller's thread).
+        `tasks` is (id, pool) per task in plan order; None has the writer thread read them
+        from the stored plan inside SQLite, with the next group commit (about 2 µs a task
+        the caller's thread does not wait for).
         """
         now = time.time()
         plan_text = plan_json if isinstance(plan_json, str) else _dumps(plan_json)
@@ -810,13 +837,7 @@ class RunStore:
                          int(has_callables), now, now, workspace, os.getpid(),
                          socket.gethostname(), now),
                     )
-                    if tasks is None:
-                        self._read.execute(
-                            "INSERT INTO tasks (run_id, task_id, position, pool, status) "
-                            "SELECT ?, json_extract(value, '$.id'), key, "
-                            "COALESCE(json_extract(value, '$.pool'), 'default'), 'pending' "
-                            "FROM json_each(?, '$.tasks')", (run_id, plan_text))
-                    else:
+                    if tasks is not None:
                         self._read.executemany(
                             "INSERT INTO tasks (run_id, task_id, position, pool, status) "
                             "VALUES (?, ?, ?, ?, 'pending')",
@@ -833,6 +854,8 @@ class RunStore:
                 raise StoreError(f"cannot record the run in {self.path}: {exc}") from None
         self._leases.add(run_id)
         self._ensure_writer()
+        if tasks is None:
+            self.submit("plan_tasks", (run_id,))
 
     def acquire(self, run_id: str) -> None:
         """Take the run's lease, or raise RunLockedError if a live process holds it."""
@@ -1072,6 +1095,13 @@ def _output_row(r: tuple) -> tuple:
     return (run_id, task_id, attempt, _dump_value(output),
             "{}" if usage is None else _dump_value(usage), cost,
             "[]" if files is None else _dump_value(files), key, int(cached), at)
+
+
+def _success_row(r: tuple) -> tuple:
+    run_id, task_id, attempt, output, usage, cost, files, key, cached, at, started, ended = r
+    return (run_id, task_id, attempt, _dump_value(output),
+            "{}" if usage is None else _dump_value(usage), cost,
+            "[]" if files is None else _dump_value(files), key, int(cached), at, started, ended)
 
 
 def _cache_row(r: tuple) -> tuple:
