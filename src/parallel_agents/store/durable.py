@@ -119,7 +119,10 @@ class DurableRun:
                 options=self.options.to_dict(),
                 has_callables=any(t.run is not None for t in self.plan.tasks),
                 workspace=str(self.workspace_path.resolve()),
-            )  # the tasks rows come from the plan's JSON, inside SQLite
+                # Written now, with the run: the writer thread is idle at this point and the
+                # run's first commits should not queue behind 10^4 task rows.
+                tasks=[(t.id, t.pool) for t in self.plan.tasks],
+            )
         else:
             self.store.acquire(self.run_id)
             # The task rows, if the first process died before writing them (a no-op if not).

@@ -50,6 +50,12 @@ _SQLITE_MAGIC = b"SQLite format 3\x00"
 #: A lease whose heartbeat is older than this is abandoned, even if its pid looks alive.
 LEASE_STALE_SECONDS = 30.0
 _HEARTBEAT_SECONDS = 2.0
+# WAL checkpoints: SQLite's automatic one runs inside the commit that crosses 1,000 pages,
+# ~15 ms on the path of whoever waits for that commit (often a run's very last one). The
+# writer checkpoints when it has been idle for _IDLE_SECONDS instead; the automatic one
+# stays as a backstop, at a size (about 40 MB) a store that is never idle still bounds.
+_IDLE_SECONDS = 0.1
+_WAL_BACKSTOP_PAGES = 10_000
 _BATCH_LIMIT = 20_000
 
 # Each entry migrates the schema from version i to i+1. Never edit a released entry: append.
@@ -271,10 +277,12 @@ def _insert_rows(conn: sqlite3.Connection, sql: str, rows: list[tuple]) -> None:
     """`conn.executemany(sql, rows)` for an `INSERT ... VALUES (row)` statement, as
     multi-row statements (a bounded set of texts, so the statement cache keeps them)."""
     n = len(rows)
-    if n < _MULTI_MIN_ROWS:
-        conn.executemany(sql, rows)
-        return
     chain = itertools.chain.from_iterable
+    if n < _MULTI_MIN_ROWS:
+        # One statement even for a few rows (a handful of texts): each statement is one
+        # wait for the GIL, and a wait can last a switch interval while the loop is busy.
+        conn.execute(_values_sql(sql, n), list(chain(rows)))
+        return
     i, size = 0, _ROWS_PER_STATEMENT
     while i < n:
         while n - i < size:
@@ -287,7 +295,8 @@ _SUCCESS_ATTEMPT = ("INSERT OR REPLACE INTO attempts (run_id, task_id, attempt, 
                     "finished_at, outcome, error) VALUES (?, ?, ?, ?, ?, 'succeeded', NULL)")
 #: Fewer rows than this go through `executemany` (a few GIL hand-offs cost nothing).
 _MULTI_MIN_ROWS = 8
-_MULTI_ROW = frozenset({"event", "attempt_start", "attempt_end", "output", "cache_put"})
+_MULTI_ROW = frozenset({"event", "event_chunk", "event_group", "attempt_start", "attempt_end",
+                        "output", "cache_put"})
 #: Key of a stored result whose succeeded tasks are null: rebuilt from the tables on load.
 TASKS_FROM_TABLES = "_tasks_from_tables"
 
@@ -522,6 +531,7 @@ class RunStore:
             )
         try:
             conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA wal_autocheckpoint={_WAL_BACKSTOP_PAGES}")
             conn.execute(f"PRAGMA synchronous={self.durability.upper()}")
             conn.execute("PRAGMA busy_timeout=30000")
             self._migrate(conn, version)
@@ -633,15 +643,25 @@ class RunStore:
         conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
         conn.execute(f"PRAGMA synchronous={self.durability.upper()}")
         conn.execute("PRAGMA busy_timeout=30000")
+        conn.execute(f"PRAGMA wal_autocheckpoint={_WAL_BACKSTOP_PAGES}")
         ready.set()
         get = self._queue.get
         get_nowait = self._queue.get_nowait
         last_beat = time.monotonic()
         stop = False
+        wrote = False  # since the last checkpoint
         while not stop:
             try:
-                item = get(timeout=_HEARTBEAT_SECONDS)
+                item = get(timeout=_IDLE_SECONDS if wrote else _HEARTBEAT_SECONDS)
             except queue.Empty:
+                if wrote:
+                    # Copy the WAL back into the database while nobody waits for a commit.
+                    wrote = False
+                    try:
+                        conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    except sqlite3.Error:
+                        pass  # busy or failing: the next idle moment (or the backstop) retries
+                    continue
                 item = ("noop", ())
             batch = _Batch()
             rows = batch.rows
@@ -682,6 +702,7 @@ class RunStore:
                     rows.setdefault("heartbeat", []).append((now, run_id, pid))
                 last_beat = time.monotonic()
             error = self._apply(conn, batch)
+            wrote = wrote or bool(batch.rows)
             if error is None:
                 # The coordination files follow what is committed (off the event loop).
                 for workspace, entries in batch.applied:
@@ -820,8 +841,7 @@ class RunStore:
         `plan_json` is the plan as a dict, or already serialised to JSON text (pydantic's
         `model_dump_json`: several times faster than a dict then `json.dumps` for big plans).
         `tasks` is (id, pool) per task in plan order; None has the writer thread read them
-        from the stored plan inside SQLite, with the next group commit (about 2 µs a task
-        the caller's thread does not wait for).
+        from the stored plan inside SQLite, with its next group commit.
         """
         now = time.time()
         plan_text = plan_json if isinstance(plan_json, str) else _dumps(plan_json)
@@ -838,11 +858,10 @@ class RunStore:
                          socket.gethostname(), now),
                     )
                     if tasks is not None:
-                        self._read.executemany(
-                            "INSERT INTO tasks (run_id, task_id, position, pool, status) "
-                            "VALUES (?, ?, ?, ?, 'pending')",
-                            [(run_id, tid, i, pool) for i, (tid, pool) in enumerate(tasks)],
-                        )
+                        _insert_rows(self._read, "INSERT INTO tasks (run_id, task_id, position, "
+                                     "pool, status) VALUES (?, ?, ?, ?, 'pending')",
+                                     [(run_id, tid, i, pool)
+                                      for i, (tid, pool) in enumerate(tasks)])
                     self._read.execute("COMMIT")
                 except BaseException:
                     self._read.execute("ROLLBACK")
