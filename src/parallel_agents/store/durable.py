@@ -104,6 +104,10 @@ class DurableRun:
         self._batch: RunBatch | None = None
         self._next_seq = -1
         self._timer_armed = False
+        # Commits handed to the store and not yet done. While one is in flight, successes
+        # gather in the next batch, which goes when it is done (group commit: a batch per
+        # commit round trip, not per loop turn, whatever the pool sizes).
+        self._in_flight = 0
         if options.strategy == "pipeline":
             for t in plan.tasks:
                 if t.stage is not None:
@@ -253,7 +257,16 @@ class DurableRun:
             return
         self._batch = None
         batch.workspace = self.workspace
+        if batch.future is not None:
+            self._in_flight += 1
+            batch.future.add_done_callback(self._commit_done)
         self.store.submit_batch(batch)
+
+    def _commit_done(self, _commit: asyncio.Future[None]) -> None:
+        self._in_flight -= 1
+        batch = self._batch
+        if not self._in_flight and batch is not None and batch.future is not None:
+            self._flush()
 
     # -- events and attempts -------------------------------------------------------------
     def record_event(self, seq: int, kind: str, task_id: str | None, attempt: int | None,
@@ -359,9 +372,11 @@ class DurableRun:
                     batch.labels.append(stage)
             fut = batch.future
             if fut is None:
-                # Someone waits now: hand the batch over at the end of this loop turn.
+                # Someone waits now: hand the batch over at the end of this loop turn, or
+                # once the commit in flight is done (`_commit_done`).
                 fut = batch.future = CommitFuture(loop=self._loop)
-                self._loop.call_soon(self._flush)  # type: ignore[union-attr]
+                if not self._in_flight:
+                    self._loop.call_soon(self._flush)  # type: ignore[union-attr]
             return fut
         rows: dict[str, tuple] = {
             "attempt_end": (self.run_id, task_id, record.attempt, record.started_at,

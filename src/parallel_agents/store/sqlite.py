@@ -215,8 +215,9 @@ MIGRATIONS: list[str] = [
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
-# The writer applies a batch table by table in this order, so an attempt's start is always
-# inserted before its end replaces it, and a run row exists before its tasks point at it.
+# The writer applies a batch table by table in this order. An attempt's end (INSERT OR
+# REPLACE) goes before its start (INSERT OR IGNORE): a start in the same batch as its end
+# then writes nothing, one in an earlier batch is replaced.
 _SQL: dict[str, str] = {
     # A run's task rows, from its stored plan (INSERT OR IGNORE: also repairs a run whose
     # process died before they were written; resume queues it again).
@@ -230,17 +231,13 @@ _SQL: dict[str, str] = {
                    "VALUES (?, ?, ?, ?)",
     "event_group": "INSERT OR IGNORE INTO event_groups (run_id, first_seq, last_seq, kind, time, "
                    "attempt, body) VALUES (?, ?, ?, ?, ?, ?, ?)",
-    # The attempts a `task_started` group began: (run_id, time, attempt, body).
-    "group_start": "INSERT OR IGNORE INTO attempts (run_id, task_id, attempt, started_at, outcome) "
-                   "SELECT ?1, CASE j.type WHEN 'text' THEN j.value ELSE "
-                   "json_extract(j.value, '$[0]') END, CASE j.type WHEN 'text' THEN ?3 ELSE "
-                   "json_extract(j.value, '$[1]') END, ?2, 'running' FROM json_each(?4) j",
-    "attempt_start": "INSERT OR IGNORE INTO attempts (run_id, task_id, attempt, started_at, "
-                     "outcome) VALUES (?, ?, ?, ?, 'running')",
     "attempt_end": "INSERT OR REPLACE INTO attempts (run_id, task_id, attempt, started_at, "
                    "finished_at, outcome, error) VALUES (?, ?, ?, ?, ?, ?, ?)",
     # A success: its attempt's end, then its output (see RunBatch); two statements.
     "success": "",
+    # After the ends: a start whose attempt ended in the same batch is then ignored.
+    "attempt_start": "INSERT OR IGNORE INTO attempts (run_id, task_id, attempt, started_at, "
+                     "outcome) VALUES (?, ?, ?, ?, 'running')",
     "output": "INSERT OR REPLACE INTO outputs (run_id, task_id, attempt, output_json, usage_json, "
               "cost_usd, files_json, cache_key, cached, committed_at) "
               "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -258,14 +255,17 @@ _SQL: dict[str, str] = {
 _ORDER = list(_SQL)
 
 
-# Many rows are inserted with multi-row statements, INSERT ... VALUES (...), (...), ... of
-# `_ROWS_PER_STATEMENT` rows (then halves for the rest), not with `executemany`. Why:
-# `executemany` releases the GIL around each row's step and must win it back for the next
-# row, and while the event loop runs Python it gets it back only when the loop is forced to
-# give it up (sys.getswitchinterval(), 5 ms): a 10,000-row batch then crawls exactly while
-# the run is busiest. A 256-row statement binds its values in C, then runs without the GIL
-# on the other core. (Its 256 x 12 values stay under SQLite's 32,766-variable limit.)
-_ROWS_PER_STATEMENT = 256
+# Many rows are inserted with multi-row statements, INSERT ... VALUES (...), (...), ...,
+# not with `executemany`. Why: `executemany` releases the GIL around each row's step and
+# must win it back for the next row, and while the event loop runs Python it gets it back
+# only when the loop is forced to give it up (sys.getswitchinterval(), 5 ms): a 10,000-row
+# batch then crawls exactly while the run is busiest. A multi-row statement binds its values
+# in C and then runs without the GIL, on the other core: one wait for the GIL per statement.
+# Statement sizes are powers of two (a few texts, kept by the statement cache); an INSERT
+# OR IGNORE / OR REPLACE pads its last statement by repeating its last row, which changes
+# nothing, so a batch usually takes one statement per table.
+_MAX_ROWS_PER_STATEMENT = 2048
+_MAX_VARIABLES = 32_766  # SQLite's default since 3.32 (999 before); see _insert_rows
 
 
 def _values_sql(sql: str, rows: int) -> str:
@@ -275,26 +275,45 @@ def _values_sql(sql: str, rows: int) -> str:
 
 def _insert_rows(conn: sqlite3.Connection, sql: str, rows: list[tuple]) -> None:
     """`conn.executemany(sql, rows)` for an `INSERT ... VALUES (row)` statement, as
-    multi-row statements (a bounded set of texts, so the statement cache keeps them)."""
+    multi-row statements."""
     n = len(rows)
-    chain = itertools.chain.from_iterable
-    if n < _MULTI_MIN_ROWS:
-        # One statement even for a few rows (a handful of texts): each statement is one
-        # wait for the GIL, and a wait can last a switch interval while the loop is busy.
-        conn.execute(_values_sql(sql, n), list(chain(rows)))
+    if not n:
         return
-    i, size = 0, _ROWS_PER_STATEMENT
+    chain = itertools.chain.from_iterable
+    width = max(1, len(rows[0]))
+    limit = _MAX_ROWS_PER_STATEMENT
+    while limit * width > _variable_limit(conn):
+        limit //= 2
+    pad = sql.startswith(("INSERT OR IGNORE", "INSERT OR REPLACE"))
+    i = 0
     while i < n:
-        while n - i < size:
-            size //= 2
-        conn.execute(_values_sql(sql, size), list(chain(rows[i:i + size])))
+        left = n - i
+        size = limit if left >= limit else 1 << (left - 1).bit_length()
+        if size > left and not pad:
+            size >>= 1  # the largest power of two that fits
+        part = rows[i:i + size]
+        if len(part) < size:
+            part = part + [part[-1]] * (size - len(part))
+        conn.execute(_values_sql(sql, size), list(chain(part)))
         i += size
+
+
+_variables: list[int] = []  # the SQLite library's limit, read once
+
+
+def _variable_limit(conn: sqlite3.Connection) -> int:
+    if not _variables:
+        try:
+            got = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+        except (AttributeError, sqlite3.Error):
+            got = 999
+        _variables.append(min(got, _MAX_VARIABLES))
+    return _variables[0]
 
 
 _SUCCESS_ATTEMPT = ("INSERT OR REPLACE INTO attempts (run_id, task_id, attempt, started_at, "
                     "finished_at, outcome, error) VALUES (?, ?, ?, ?, ?, 'succeeded', NULL)")
-#: Fewer rows than this go through `executemany` (a few GIL hand-offs cost nothing).
-_MULTI_MIN_ROWS = 8
+#: Inserted with `_insert_rows`.
 _MULTI_ROW = frozenset({"event", "event_chunk", "event_group", "attempt_start", "attempt_end",
                         "output", "cache_put"})
 #: Key of a stored result whose succeeded tasks are null: rebuilt from the tables on load.
@@ -398,8 +417,8 @@ class _Batch:
         self.rows: dict[str, list[tuple]] = {}
         self.futures: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self.hooks: dict[Any, list[str]] = {}
-        # (workspace, events): fed to the workspace's coordination files once committed.
-        self.applied: list[tuple[Any, list[Any]]] = []
+        # workspace -> its runs' event entries: fed to the coordination files once committed.
+        self.applied: dict[Any, list[Any]] = {}
 
 
 class CommitFuture(asyncio.Future):  # type: ignore[type-arg]
@@ -705,7 +724,7 @@ class RunStore:
             wrote = wrote or bool(batch.rows)
             if error is None:
                 # The coordination files follow what is committed (off the event loop).
-                for workspace, entries in batch.applied:
+                for workspace, entries in batch.applied.items():
                     workspace.apply_batch(entries)
             if batch.futures:
                 self._resolve(batch.futures, error)
@@ -733,8 +752,9 @@ class RunStore:
                 body = _dumps(list(zip(tids, attempts, itertools.repeat(None))))
             rows.setdefault("event_group", []).append(
                 (run_id, first, first + n - 1, kind, at, common, body))
-            if kind == "task_started":
-                rows.setdefault("group_start", []).append((run_id, at, common, body))
+            if kind == "task_started" and attempts is not None:
+                rows.setdefault("attempt_start", []).extend(
+                    zip(itertools.repeat(run_id), tids, attempts, itertools.repeat(at)))
         for kind in ("attempt_start", "attempt_end", "success", "cache_put"):
             got = getattr(item, kind)
             if got:
@@ -755,8 +775,8 @@ class RunStore:
             feed: list[Any] = [*item.chunks, *item.groups]
             if len(feed) > 1:
                 feed.sort(key=_first_seq)
-            batch.applied.append((item.workspace,
-                                  [e[1] if type(e) is list else e for e in feed]))
+            batch.applied.setdefault(item.workspace, []).extend(
+                [e[1] if type(e) is list else e for e in feed])
         if item.future is not None:
             batch.futures.append((item.loop, item.future))  # type: ignore[arg-type]
 
@@ -769,11 +789,6 @@ class RunStore:
         rows.pop("noop", None)
         if not rows:
             return None
-        starts, ends = rows.get("attempt_start"), rows.get("attempt_end")
-        if starts and ends:
-            # An attempt that started and ended within one batch needs only its end row.
-            ended = {(r[0], r[1], r[2]) for r in ends}
-            rows["attempt_start"] = [r for r in starts if (r[0], r[1], r[2]) not in ended]
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
