@@ -212,14 +212,15 @@ class DurableRun:
         rollback = None
         if self._batched:
             self._flush()
+        result_json = self._result_json(result)  # while the writer thread commits the rest
+        if self._batched:
             # The coordination files are fed by the commits: let them catch up first.
             await self.store.wait_committed()
         if self.workspace is not None:
             rollback = await asyncio.to_thread(
                 self.workspace.close, status, rollback=self.options.rollback_on_failure)
         now = time.time()
-        self.store.submit("run_update", (status, now, now, self._result_json(result),
-                                         self.run_id))
+        self.store.submit("run_update", (status, now, now, result_json, self.run_id))
         self.store.release(self.run_id)
         await self.store.wait_committed()
         return rollback

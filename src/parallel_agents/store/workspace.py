@@ -35,6 +35,7 @@ __all__ = ["Workspace", "COORDINATION_FILES", "CHECKPOINT_DIR"]
 COORDINATION_FILES = ("scratchpad.md", "activity_log.md", "project_state.yaml")
 CHECKPOINT_DIR = ".checkpoints"
 _STATE_INTERVAL = 0.5  # seconds between rewrites of project_state.yaml under load
+_LOG_INTERVAL = 0.2  # seconds between appends to activity_log.md under load
 _quote = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
 _SKIPPED = frozenset({"task_queued", "task_progress"})
 _TERMINAL = {"task_succeeded": "succeeded", "task_failed": "failed", "task_skipped": "skipped",
@@ -68,6 +69,7 @@ class Workspace:
         self._state_written = 0.0
         self._interval = _STATE_INTERVAL
         self._log_lines: list[str] = []
+        self._log_written = 0.0
         self._state_dirty = False
         # Guards the coordination-file state: events come either through the worker thread
         # (`on_event`) or straight from the store's writer thread (`apply_events`).
@@ -197,7 +199,7 @@ class Workspace:
                     pending, waiting = [], []
                 _, status, rollback, done, box = item
                 try:
-                    self._flush_log()
+                    self._flush_log(force=True)
                     self._run_status = status
                     if rollback and status != "succeeded":
                         box["rollback"] = self.rollback()
@@ -254,8 +256,16 @@ class Workspace:
             f"| {stamp} | {tid} | {pool} | {attempt} | {status} | {duration:.3f} |\n")
         self._state_dirty = True
 
-    def _flush_log(self) -> None:
+    def _flush_log(self, force: bool = False) -> None:
         if self._log_lines:
+            # At most every _LOG_INTERVAL under load: each write is a system call, and a
+            # system call is a wait for the GIL for the store's writer thread, which calls
+            # this after each group commit (up to a switch interval, 5 ms, while the event
+            # loop is busy).
+            now = time.monotonic()
+            if not force and now - self._log_written < _LOG_INTERVAL:
+                return
+            self._log_written = now
             # One handle for the run (opening the file per batch cost more than the write).
             fh = self._log_fh
             if fh is None:
@@ -389,8 +399,10 @@ class Workspace:
                     held[1].close()
                 held = self._labels_fh = (self._seq, open(
                     self.ckpt_dir / f"{self._seq:06d}.labels", "a", encoding="utf-8"))
+            # Buffered, not flushed (a system call per group commit, see _flush_log): the
+            # labels reach the file when the buffer fills or the checkpoint changes or the
+            # run ends. A crash may lose the last ones; the manifest they name is on disk.
             held[1].write("".join(f"{label}\n" for label in labels))
-            held[1].flush()
             return self._seq
         self._seq += 1
         record = {"seq": self._seq, "labels": labels, "time": time.time(), "files": manifest}
