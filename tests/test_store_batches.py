@@ -117,3 +117,96 @@ def test_a_store_with_one_row_per_event_migrates_and_keeps_its_events(tmp_path: 
         assert dict(rows)["old"] == 3
     finally:
         store.close()
+
+
+def test_a_store_with_event_chunks_migrates_and_new_runs_store_event_groups(
+        tmp_path: Path) -> None:
+    db = tmp_path / "runs.db"
+    conn = sqlite3.connect(db, isolation_level=None)
+    for version, migration in enumerate(MIGRATIONS[:3]):
+        for statement in migration.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        conn.execute(f"PRAGMA user_version={version + 1}")
+    conn.execute("PRAGMA application_id=0x50414753")
+    conn.execute("INSERT INTO runs (id, plan_name, plan_json, options_json, status, created_at,"
+                 " updated_at) VALUES ('v3', 'p', '{}', '{}', 'succeeded', 1, 1)")
+    conn.execute("INSERT INTO event_chunks VALUES ('v3', 1, 3, ?)", (json.dumps([
+        ["run_started", None, None, 1.5, None, {"plan": "p"}],
+        ["task_started", "a", 1, 2.5, None, None],
+        ["run_finished", None, None, 3.5, "succeeded", None]]),))
+    conn.close()
+    store = RunStore(db)
+    try:
+        assert [(e["seq"], e["kind"]) for e in store.events("v3")] == [
+            (1, "run_started"), (2, "task_started"), (3, "run_finished")]
+        result = asyncio.run(pa.Executor(store=store).execute(_mixed_plan()))
+        every = store.events(result.run_id)
+        assert [e["seq"] for e in every] == list(range(1, len(every) + 1))
+        # The queued/started/succeeded notices of many tasks are stored as groups.
+        groups = store._query("SELECT kind, last_seq - first_seq + 1 FROM event_groups "
+                              "WHERE run_id = ?", (result.run_id,))
+        assert {kind for kind, _ in groups} == {"task_queued", "task_started",
+                                                "task_succeeded"}
+        assert sum(n for _, n in groups) == sum(
+            1 for e in every if e["kind"] in ("task_queued", "task_started", "task_succeeded")
+            and not (e.get("data") or {}).get("recovered"))
+        rows = dict(store._query("SELECT run_id, COUNT(*) FROM events GROUP BY run_id"))
+        assert rows == {"v3": 3, result.run_id: len(every)}
+        # Every attempt has its row: 20 plain tasks, flaky twice, broken once, after-flaky.
+        attempts = store._query("SELECT task_id, attempt, outcome FROM attempts WHERE "
+                                "run_id = ? ORDER BY task_id, attempt", (result.run_id,))
+        assert ("flaky", 1, "failed") in attempts and ("flaky", 2, "succeeded") in attempts
+        assert ("broken", 1, "failed") in attempts and len(attempts) == 24
+    finally:
+        store.close()
+
+
+class _RowByRowStore(RunStore):
+    """A store that watches every row (as a redacting subclass would) without taking
+    batches: the executor's event groups reach it one event at a time."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.kinds: list[str] = []
+
+    def submit(self, kind: str, row: tuple) -> None:
+        self.kinds.append(kind)
+        super().submit(kind, row)
+
+
+def test_a_store_that_takes_rows_one_by_one_records_the_same_run(tmp_path: Path) -> None:
+    store = _RowByRowStore(tmp_path / "runs.db")
+    try:
+        assert not store.takes_batches
+        result = asyncio.run(pa.Executor(store=store).execute(_mixed_plan()))
+        every = store.events(result.run_id)
+        saved = store.load_run(result.run_id)
+    finally:
+        store.close()
+    assert result.status == "partial"
+    assert [e["seq"] for e in every] == list(range(1, len(every) + 1))
+    kinds = [e["kind"] for e in every]
+    assert kinds.count("task_started") == 24 and kinds.count("task_succeeded") == 22
+    assert store.kinds.count("attempt_start") == 24 and store.kinds.count("event") == len(every)
+    assert sorted(saved.outputs) == sorted(t for t, r in result.tasks.items()
+                                           if r.status == "succeeded")
+    assert [a.outcome for a in saved.attempts["flaky"]] == ["failed", "succeeded"]
+
+
+def test_multi_row_inserts_pad_only_where_a_repeated_row_changes_nothing() -> None:
+    from parallel_agents.store.sqlite import _insert_rows
+
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    conn.execute("CREATE TABLE t (a INTEGER PRIMARY KEY, b TEXT)")
+    conn.execute("CREATE TABLE u (a INTEGER PRIMARY KEY, b TEXT)")
+    for n in (1, 2, 3, 7, 9, 1000, 2048, 2049, 5000):
+        conn.execute("DELETE FROM t")
+        conn.execute("DELETE FROM u")
+        rows = [(i, f"x{i}") for i in range(n)]
+        _insert_rows(conn, "INSERT OR REPLACE INTO t (a, b) VALUES (?, ?)", rows)
+        _insert_rows(conn, "INSERT INTO u (a, b) VALUES (?, ?)", rows)  # no padding: exact
+        for table in ("t", "u"):
+            assert conn.execute(f"SELECT COUNT(*), SUM(a), MAX(b) FROM {table}").fetchone() \
+                == (n, sum(range(n)), max(f"x{i}" for i in range(n))), (table, n)
+    conn.close()

@@ -72,7 +72,7 @@ class Workspace:
         self._log_written = 0.0
         self._state_dirty = False
         # Guards the coordination-file state: events come either through the worker thread
-        # (`on_event`) or straight from the store's writer thread (`apply_events`).
+        # (`on_event`) or straight from the store's writer thread (`apply_batch`).
         self._state_lock = threading.Lock()
         self._quoted: list[tuple[str, str, str]] = []
         self._log_fh: Any = None
@@ -106,22 +106,12 @@ class Workspace:
     def on_event(self, event: Any) -> None:
         self._queue.put(("event", event))
 
-    def apply_events(self, rows: list[tuple]) -> None:
-        """Update the coordination files from committed events, given as rows (kind, task_id,
-        attempt, time, message, data): the store's writer thread calls this after each group
-        commit (no queue, no extra thread wake-up)."""
-        with self._state_lock:
-            apply = self._apply_fields
-            for kind, tid, attempt, at, _message, data in rows:
-                if kind not in _SKIPPED:
-                    apply(kind, tid, attempt, at, data)
-            self._flush_log()
-            self._write_state()
-
     def apply_batch(self, entries: list[Any]) -> None:
-        """`apply_events` for one group commit of a run, in event order: each entry is a
-        list of rows (a chunk) or a group (first_seq, kind, time, task_ids, attempts, datas)
-        of events of one kind (see `RunBatch`). The files are rewritten once."""
+        """Update the coordination files from the events of one group commit, in event
+        order: the store's writer thread calls this once the commit is done (no queue, no
+        extra thread wake-up). Each entry is a list of rows (kind, task_id, attempt, time,
+        message, data), or a group (first_seq, kind, time, task_ids, attempts, datas) of
+        events of one kind (see `RunBatch`)."""
         with self._state_lock:
             apply = self._apply_fields
             for entry in entries:
