@@ -125,7 +125,7 @@ class DurableRun:
                 workspace=str(self.workspace_path.resolve()),
                 # Written now, with the run: the writer thread is idle at this point and the
                 # run's first commits should not queue behind 10^4 task rows.
-                tasks=[(t.id, t.pool) for t in self.plan.tasks],
+                tasks=((t.id, t.pool) for t in self.plan.tasks),
             )
         else:
             self.store.acquire(self.run_id)

@@ -273,29 +273,32 @@ def _values_sql(sql: str, rows: int) -> str:
     return f"{head} VALUES {','.join([row] * rows)}"
 
 
-def _insert_rows(conn: sqlite3.Connection, sql: str, rows: list[tuple]) -> None:
+def _insert_rows(conn: sqlite3.Connection, sql: str, rows: Iterable[tuple]) -> None:
     """`conn.executemany(sql, rows)` for an `INSERT ... VALUES (row)` statement, as
-    multi-row statements."""
-    n = len(rows)
-    if not n:
+    multi-row statements. `rows` may be a generator: at most one statement's rows are
+    alive at a time (10^4 tuples alive at once cost the caller garbage collections)."""
+    it = iter(rows)
+    first = next(it, None)
+    if first is None:
         return
-    chain = itertools.chain.from_iterable
-    width = max(1, len(rows[0]))
     limit = _MAX_ROWS_PER_STATEMENT
-    while limit * width > _variable_limit(conn):
+    while limit * max(1, len(first)) > _variable_limit(conn):
         limit //= 2
+    it = itertools.chain((first,), it)
     pad = sql.startswith(("INSERT OR IGNORE", "INSERT OR REPLACE"))
-    i = 0
-    while i < n:
-        left = n - i
-        size = limit if left >= limit else 1 << (left - 1).bit_length()
-        if size > left and not pad:
-            size >>= 1  # the largest power of two that fits
-        part = rows[i:i + size]
-        if len(part) < size:
-            part = part + [part[-1]] * (size - len(part))
-        conn.execute(_values_sql(sql, size), list(chain(part)))
-        i += size
+    chain = itertools.chain.from_iterable
+    while part := list(itertools.islice(it, limit)):
+        n, i = len(part), 0
+        while i < n:
+            left = n - i
+            size = limit if left >= limit else 1 << (left - 1).bit_length()
+            if size > left and not pad:
+                size = 1 << (left.bit_length() - 1)  # the largest power of two that fits
+            rows_now = part[i:i + size]
+            if len(rows_now) < size:
+                rows_now += [rows_now[-1]] * (size - len(rows_now))
+            conn.execute(_values_sql(sql, size), list(chain(rows_now)))
+            i += size
 
 
 _variables: list[int] = []  # the SQLite library's limit, read once
@@ -821,8 +824,8 @@ class RunStore:
     @staticmethod
     def _apply_successes(conn: sqlite3.Connection, items: list[tuple]) -> None:
         """Success rows (see RunBatch): each attempt's end, then its output."""
-        _insert_rows(conn, _SUCCESS_ATTEMPT, [(r[0], r[1], r[2], r[10], r[11]) for r in items])
-        _insert_rows(conn, _SQL["output"], [r[:10] for r in items])
+        _insert_rows(conn, _SUCCESS_ATTEMPT, ((r[0], r[1], r[2], r[10], r[11]) for r in items))
+        _insert_rows(conn, _SQL["output"], (r[:10] for r in items))
 
     @staticmethod
     def _resolve(futures: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]],
@@ -875,8 +878,8 @@ class RunStore:
                     if tasks is not None:
                         _insert_rows(self._read, "INSERT INTO tasks (run_id, task_id, position, "
                                      "pool, status) VALUES (?, ?, ?, ?, 'pending')",
-                                     [(run_id, tid, i, pool)
-                                      for i, (tid, pool) in enumerate(tasks)])
+                                     ((run_id, tid, i, pool)
+                                      for i, (tid, pool) in enumerate(tasks)))
                     self._read.execute("COMMIT")
                 except BaseException:
                     self._read.execute("ROLLBACK")
