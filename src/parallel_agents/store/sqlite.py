@@ -8,11 +8,13 @@ queued since its last commit into ONE transaction (group commit), so a hundred c
 successes cost one commit, and the asyncio loop only ever pays for a `queue.put`. Events,
 attempt starts and status changes ride along in the same batches without anyone waiting.
 
-A run's own rows come as one `RunBatch` per turn of its event loop (built by `DurableRun`
-with list appends, handed over with one `queue.put`, acknowledged through one shared
-`CommitFuture`), and a batch's events are stored as one `event_chunks` row; the `events` view
-shows them one row per event. The writer also feeds the run workspace's coordination files
-from each committed batch, so the loop never touches them per event.
+A run's own rows come as `RunBatch`es (built by `DurableRun` with list appends, handed over
+with one `queue.put`, acknowledged through one shared `CommitFuture`, one commit in flight per
+run). Events of one kind and time (a scheduling pass's queued or started tasks, one commit's
+successes) are stored as one `event_groups` row, the others of a batch as one `event_chunks`
+row; the `events` view shows them one row per event. Rows go in with multi-row INSERTs (see
+`_insert_rows` for why not `executemany`). The writer also feeds the run workspace's
+coordination files from each committed batch, so the loop never touches them per event.
 
 Durability: WAL with `synchronous=NORMAL` survives the process dying at any instant (SIGKILL,
 OOM, a crash): a committed transaction is in the WAL file, which the next open replays. Only
@@ -182,7 +184,7 @@ MIGRATIONS: list[str] = [
     # commit acknowledging successes) are stored as one `event_groups` row: one time, the task
     # ids, and per task an attempt and data only where they differ from the group's. A body
     # item is a task id (attempt = the row's `attempt`, no data) or [task_id, attempt, data].
-    # The writer derives the started attempts' rows from the same body, so a task's three
+    # The writer derives the started attempts' rows from the same group, so a task's three
     # lifecycle events cost the event loop three list appends. The view shows them too.
     """
     CREATE TABLE event_groups (
