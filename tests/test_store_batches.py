@@ -7,6 +7,7 @@ import asyncio
 import json
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import parallel_agents as pa
 from parallel_agents import TaskOutput
@@ -38,14 +39,31 @@ def _mixed_plan() -> pa.Plan:
     return pa.Plan(name="mixed", pools={"default": pa.Pool(max_concurrent=3)}, tasks=tasks)
 
 
-def test_a_finished_run_loads_back_the_result_it_returned(tmp_path: Path) -> None:
-    store = RunStore(tmp_path / "runs.db")
+def _run_mixed_plan(store: RunStore) -> tuple[pa.RunResult, Any, list[dict[str, Any]]]:
+    """Run `_mixed_plan()` on `store`, then close it: (result, stored run, stored events)."""
     try:
         result = asyncio.run(pa.Executor(store=store).execute(_mixed_plan()))
-        saved = store.load_run(result.run_id)
-        every = store.events(result.run_id)
+        return result, store.load_run(result.run_id), store.events(result.run_id)
     finally:
         store.close()
+
+
+def _store_at_version(db: Path, version: int, run_id: str) -> sqlite3.Connection:
+    """A store file as an older release left it (schema `version`), with one finished run."""
+    conn = sqlite3.connect(db, isolation_level=None)
+    for done, migration in enumerate(MIGRATIONS[:version]):
+        for statement in migration.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        conn.execute(f"PRAGMA user_version={done + 1}")
+    conn.execute("PRAGMA application_id=0x50414753")
+    conn.execute("INSERT INTO runs (id, plan_name, plan_json, options_json, status, created_at,"
+                 " updated_at) VALUES (?, 'p', '{}', '{}', 'succeeded', 1, 1)", (run_id,))
+    return conn
+
+
+def test_a_finished_run_loads_back_the_result_it_returned(tmp_path: Path) -> None:
+    result, saved, every = _run_mixed_plan(RunStore(tmp_path / "runs.db"))
     assert result.status == "partial"
     # Succeeded tasks are stored by reference and rebuilt from the tables: same JSON.
     assert saved.result == json.loads(json.dumps(result.to_dict()))
@@ -86,15 +104,7 @@ def test_events_after_pages_across_chunk_boundaries(tmp_path: Path) -> None:
 
 def test_a_store_with_one_row_per_event_migrates_and_keeps_its_events(tmp_path: Path) -> None:
     db = tmp_path / "runs.db"
-    conn = sqlite3.connect(db, isolation_level=None)
-    for version, migration in enumerate(MIGRATIONS[:2]):
-        for statement in migration.split(";"):
-            if statement.strip():
-                conn.execute(statement)
-        conn.execute(f"PRAGMA user_version={version + 1}")
-    conn.execute("PRAGMA application_id=0x50414753")
-    conn.execute("INSERT INTO runs (id, plan_name, plan_json, options_json, status, created_at,"
-                 " updated_at) VALUES ('old', 'p', '{}', '{}', 'succeeded', 1, 1)")
+    conn = _store_at_version(db, 2, "old")
     conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?)", [
         ("old", 1, "run_started", None, None, 1.5, None, '{"plan":"p"}'),
         ("old", 2, "task_started", "a", 1, 2.5, None, None),
@@ -122,15 +132,7 @@ def test_a_store_with_one_row_per_event_migrates_and_keeps_its_events(tmp_path: 
 def test_a_store_with_event_chunks_migrates_and_new_runs_store_event_groups(
         tmp_path: Path) -> None:
     db = tmp_path / "runs.db"
-    conn = sqlite3.connect(db, isolation_level=None)
-    for version, migration in enumerate(MIGRATIONS[:3]):
-        for statement in migration.split(";"):
-            if statement.strip():
-                conn.execute(statement)
-        conn.execute(f"PRAGMA user_version={version + 1}")
-    conn.execute("PRAGMA application_id=0x50414753")
-    conn.execute("INSERT INTO runs (id, plan_name, plan_json, options_json, status, created_at,"
-                 " updated_at) VALUES ('v3', 'p', '{}', '{}', 'succeeded', 1, 1)")
+    conn = _store_at_version(db, 3, "v3")
     conn.execute("INSERT INTO event_chunks VALUES ('v3', 1, 3, ?)", (json.dumps([
         ["run_started", None, None, 1.5, None, {"plan": "p"}],
         ["task_started", "a", 1, 2.5, None, None],
@@ -177,13 +179,8 @@ class _RowByRowStore(RunStore):
 
 def test_a_store_that_takes_rows_one_by_one_records_the_same_run(tmp_path: Path) -> None:
     store = _RowByRowStore(tmp_path / "runs.db")
-    try:
-        assert not store.takes_batches
-        result = asyncio.run(pa.Executor(store=store).execute(_mixed_plan()))
-        every = store.events(result.run_id)
-        saved = store.load_run(result.run_id)
-    finally:
-        store.close()
+    assert not store.takes_batches
+    result, saved, every = _run_mixed_plan(store)
     assert result.status == "partial"
     assert [e["seq"] for e in every] == list(range(1, len(every) + 1))
     kinds = [e["kind"] for e in every]
