@@ -71,3 +71,20 @@ def test_bad_template_and_missing_plan_file_are_clear_errors(tmp_path):
     (tmp_path / "p.yaml").write_text('tasks: [{id: a, command: ["true"]}]\n')
     p = cli("p.yaml", "--show-plan", cwd=tmp_path)
     assert p.returncode == 2 and "--show-plan" in p.stderr
+
+
+def test_a_request_run_is_stored_and_no_store_keeps_it_in_memory(tmp_path):
+    from parallel_agents.store import RunStore
+
+    store_file = tmp_path / "elsewhere" / "runs.db"
+    p = cli("Write a haiku about the sea", "--store", str(store_file), "--quiet",
+            cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    with RunStore(store_file) as store:
+        runs = store.list_runs()
+        assert [(r["status"], r["tasks"], r["succeeded"]) for r in runs] == [("succeeded", 1, 1)]
+        # resumable from the CLI: the stored plan is the coordinator's LLM tasks
+        assert not store.load_run(runs[0]["run_id"]).has_callables
+    p = cli("Write a haiku about the sea", "--no-store", "--quiet", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert not (tmp_path / ".parallel_agents" / "runs.db").exists()
