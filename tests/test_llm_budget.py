@@ -214,7 +214,7 @@ def test_cli_budget_skips_paid_tasks_and_reports_json(tmp_path: Path) -> None:
         " depends_on: [design]}\n")
     proc = subprocess.run(
         [sys.executable, "-m", "parallel_agents", "run", str(plan), "--budget", "0", "--json",
-         "--quiet"], capture_output=True, text=True, timeout=60,
+         "--quiet"], capture_output=True, text=True, timeout=60, cwd=tmp_path,
         env={"PATH": "/usr/bin:/bin", "OPENAI_BASE_URL": "http://127.0.0.1:9/v1"})
     assert proc.returncode == 1, proc.stderr
     data = json.loads(proc.stdout)
@@ -231,7 +231,7 @@ def test_cli_unknown_price_with_budget_is_a_usage_error(tmp_path: Path) -> None:
     plan.write_text("tasks:\n  - {id: a, prompt: hi, model: openai:some-new-model}\n")
     proc = subprocess.run(
         [sys.executable, "-m", "parallel_agents", "run", str(plan), "--budget", "5"],
-        capture_output=True, text=True, timeout=60)
+        capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert proc.returncode == 2
     assert "no price known for 'openai:some-new-model'" in proc.stderr
     assert "Traceback" not in proc.stderr
