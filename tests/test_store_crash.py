@@ -221,3 +221,39 @@ def test_two_processes_resuming_the_same_run_one_wins(tmp_path: Path):
     assert codes == [1, 2], (err1, err2)
     assert "being run by another process" in loser_err
     assert "Traceback" not in loser_err
+
+
+KILL_RUNNER = "import os, signal; os.kill(os.getppid(), signal.SIGKILL)"
+
+
+def test_a_task_that_kills_its_runner_at_once_is_counted_and_runs_out_of_retries(
+        tmp_path: Path):
+    """A poison task: its command SIGKILLs the runner the moment it starts, before any
+    batching delay would have written the attempt's start. Each resume must count the
+    attempt, so the task runs out of retries and the run ends, rather than every resume
+    starting it again and dying."""
+    db = tmp_path / "runs.db"
+    env = {**os.environ, "PARALLEL_AGENTS_STORE": str(db)}
+    plan = {"name": "poison", "tasks": [
+        {"id": "ok", "command": ["python", "-c", "pass"]},
+        {"id": "poison", "command": ["python", "-c", KILL_RUNNER], "max_retries": 1,
+         "retry_backoff_sec": 0, "depends_on": ["ok"]}]}
+    (tmp_path / "plan.yaml").write_text(yaml.safe_dump(plan))
+    res = subprocess.run([sys.executable, "-m", "parallel_agents", "run", "plan.yaml", "-q"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert res.returncode == -signal.SIGKILL, res.stderr
+    run_id = store_rows(db, "SELECT id FROM runs")[0][0]
+    codes = []
+    for _ in range(4):  # attempt 2 kills the first resume; the second ends the run
+        res = subprocess.run([sys.executable, "-m", "parallel_agents", "resume", run_id,
+                              "--json", "-q"], cwd=tmp_path, env=env, capture_output=True,
+                             text=True, timeout=60)
+        codes.append(res.returncode)
+        if res.returncode != -signal.SIGKILL:
+            break
+    assert codes == [-signal.SIGKILL, 1], (codes, res.stderr)
+    tasks = json.loads(res.stdout)["tasks"]
+    assert tasks["ok"]["status"] == "succeeded"
+    poison = tasks["poison"]
+    assert poison["status"] == "failed"
+    assert [a["outcome"] for a in poison["history"]] == ["interrupted", "interrupted"]

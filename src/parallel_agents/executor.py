@@ -616,6 +616,9 @@ class _Run:
                 raise TaskError(f"no agent for tasks of kind {task.kind!r}", retryable=False)
             if self.durable is not None and self.durable.caches(task):
                 key, hit, _ = self.durable.cache_lookup(task, self._inputs(task))
+            if hit is None and self.durable is not None and agent is not self._direct_agent:
+                # Counted before it can take the process down (see starts_committed).
+                await self.durable.starts_committed()
             if hit is not None:
                 output = hit
             elif timeout is None:

@@ -321,6 +321,27 @@ class DurableRun:
             if kind == "task_started":
                 self.store.submit("attempt_start", (self.run_id, task_id, attempt, at))
 
+    def starts_committed(self) -> asyncio.Future[None]:
+        """A future resolved once the attempt starts recorded so far are committed.
+
+        Rows nobody waits for may sit up to _HOLD_SECONDS before they are written. An
+        attempt whose work can take the process down with it (a command, an LLM call, any
+        agent outside this interpreter's own functions) awaits this first: otherwise a task
+        that kills its runner at once would never be counted, and every resume would start
+        it again. The starts of one scheduling pass share one commit.
+        """
+        if self._batched:
+            batch = self._batch
+            if batch is not None:  # the starts are in the batch being gathered: send it
+                fut = batch.future
+                if fut is None:
+                    fut = batch.future = CommitFuture(loop=self._loop)
+                    if not self._in_flight:
+                        self._loop.call_soon(self._flush)  # type: ignore[union-attr]
+                return fut
+        # Already handed to the store: wait for everything queued so far.
+        return self.store.commit("noop", ())
+
     def attempt_finished(self, task_id: str, record: AttemptRecord) -> None:
         if record.outcome == "succeeded":
             return  # written in the same transaction as the output, by commit_success
