@@ -235,3 +235,37 @@ def test_cli_unknown_price_with_budget_is_a_usage_error(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "no price known for 'openai:some-new-model'" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_resumed_run_keeps_its_budget_and_what_it_already_paid(tmp_path: Path) -> None:
+    """The budget is the run's, across resumes: the executor's budget is stored with the run,
+    and what succeeded tasks paid before the resume still counts against it."""
+    from parallel_agents.store import RunStore
+
+    calls: list[str] = []
+
+    def handler(request: ChatRequest) -> ChatResponse:
+        calls.append(request.messages[-1].content)
+        return ChatResponse(text="done", usage=Usage(1400, 100))  # $0.15 at 100 $/Mtok
+
+    plan = pa.Plan(prices=PRICES, tasks=[
+        pa.Task(id="a", prompt="Write a.", model="scripted:m", max_tokens=100),
+        pa.Task(id="b", prompt="Write b.", model="scripted:m", max_tokens=100,
+                depends_on=["a"])])
+    providers = {"scripted": FunctionProvider(handler)}
+    store = RunStore(tmp_path / "runs.db")
+    try:
+        first = asyncio.run(pa.Executor(store=store, providers=providers, budget_usd=0.16,
+                                        workspace=tmp_path / "ws").execute(plan))
+        assert first.tasks["b"].status == "skipped" and len(calls) == 1
+        # Resumed without --budget: the stored budget applies, and a's $0.15 is spent.
+        again = asyncio.run(pa.Executor(store=store, providers=providers,
+                                        workspace=tmp_path / "ws").resume(first.run_id,
+                                                                          plan=plan))
+    finally:
+        store.close()
+    assert len(calls) == 1, "the resume spent money the budget did not have"
+    assert again.tasks["a"].status == "succeeded"
+    assert again.tasks["b"].status == "skipped"
+    assert again.tasks["b"].error.startswith("budget exhausted")
+    assert again.cost_usd == pytest.approx(0.15) and again.to_dict()["budget_usd"] == 0.16

@@ -303,7 +303,7 @@ class _Run:
         # -- durability (store/): a resumed run keeps the options it was started with --
         self.options = options or RunOptions(
             strategy, executor.max_workers, executor.fail_fast, executor.cache,
-            executor.rollback_on_failure, executor.seed)
+            executor.rollback_on_failure, executor.seed, executor.budget_usd)
         self.resumed = resumed
         self.durable: DurableRun | None = None
         self.workspace = executor.workspace
@@ -322,8 +322,15 @@ class _Run:
         seed = self.options.seed
         rng = random.Random(seed) if seed is not None else random.Random()
         # -- budget: the worst case of each LLM task's first call gates its start --
-        limit = executor.budget_usd if executor.budget_usd is not None else plan.budget_usd
+        # (a resumed run keeps the budget it was started with, unless given a new one)
+        limit = executor.budget_usd if executor.budget_usd is not None else (
+            self.options.budget_usd if self.options.budget_usd is not None
+            else plan.budget_usd)
         self.budget = Budget(limit) if limit is not None else None
+        if self.budget is not None and resumed is not None:
+            # The run's budget covers the whole run: what it paid before the crash counts.
+            self.budget.settle("paid before resume",
+                               sum(r.cost_usd for r in self.results.values()))
         costs: dict[str, float] = {}
         if self.budget is not None:
             prices = PriceTable(plan.prices)

@@ -40,11 +40,14 @@ class RunOptions:
     cache: bool
     rollback_on_failure: bool
     seed: int | None
+    #: The budget given to the executor (`--budget`); None: the plan's `budget_usd`, if any.
+    budget_usd: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"strategy": self.strategy, "max_workers": self.max_workers,
                 "fail_fast": self.fail_fast, "cache": self.cache,
-                "rollback_on_failure": self.rollback_on_failure, "seed": self.seed}
+                "rollback_on_failure": self.rollback_on_failure, "seed": self.seed,
+                "budget_usd": self.budget_usd}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunOptions:
@@ -52,7 +55,7 @@ class RunOptions:
                    max_workers=data.get("max_workers"), fail_fast=bool(data.get("fail_fast")),
                    cache=bool(data.get("cache")),
                    rollback_on_failure=bool(data.get("rollback_on_failure")),
-                   seed=data.get("seed"))
+                   seed=data.get("seed"), budget_usd=data.get("budget_usd"))
 
 
 def plan_from_store(saved: StoredRun, plan: Plan | None) -> Plan:
@@ -182,6 +185,13 @@ class DurableRun:
                     record.outcome = "succeeded"
                     record.finished_at = record.finished_at or now
                     self.attempt_finished(tid, record)
+        # What tasks that did not succeed paid (LLM calls of failed attempts), as the run's
+        # stored result has it if the run got as far as finishing before this resume.
+        stored_tasks = (saved.result or {}).get("tasks") or {}
+        for tid, entry in stored_tasks.items():
+            if tid in results and tid not in saved.outputs and isinstance(entry, dict):
+                results[tid].cost_usd = float(entry.get("cost_usd") or 0.0)
+                results[tid].usage = dict(entry.get("usage") or {})
         prior = {tid: len(results[tid].history) for tid in saved.attempts if tid in results}
         done = set(saved.outputs) & set(results)
         for tid in done:
