@@ -160,26 +160,28 @@ def run_command(
         options: dict[str, Any] = {"seed": seed, "budget_usd": budget, "record_dir": record,
                                    "replay_dir": replay, "backend": backend,
                                    "ray_address": ray_address}
+        from .config import load_config
+        from .roles import configure_default_model
+
+        try:
+            config = load_config(config_file)
+        except ParallelAgentsError as exc:
+            _fail_usage(str(exc))
+        configure_default_model(config.get("defaults.model"))
         # A request's run is durable like a plan file's (`resume RUN_ID` finishes its tasks),
         # in the same store, unless --no-store; --show-plan runs nothing, so opens nothing.
         store = None
         if not (no_store or show_plan):
-            if store_path is None:
-                from .config import load_config
-
-                try:
-                    config = load_config(config_file)
-                except ParallelAgentsError as exc:
-                    _fail_usage(str(exc))
-                if config.source("defaults.store") != "default":
-                    store_path = str(config.get("defaults.store"))
+            if store_path is None and config.source("defaults.store") != "default":
+                store_path = str(config.get("defaults.store"))
             store = cli_store.open_store(store_path)
             options.update(store=store, cache=cache, rollback_on_failure=rollback)
         try:
             code = cli_coordinator.run_request(
                 plan_file, template=template, show_plan=show_plan, as_json=as_json, quiet=quiet,
                 max_workers=max_workers, err=err, line_printer=LinePrinter(err),
-                executor_options=options, workspace=workspace)
+                executor_options=options, workspace=workspace,
+                providers={name: cfg for name, (cfg, _) in config.providers.items()})
         finally:
             if store is not None:
                 store.close()

@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,20 +40,21 @@ def looks_like_request(argument: str) -> bool:
     return not (stripped.lower().endswith(_PLAN_SUFFIXES) and " " not in stripped)
 
 
-def _planner() -> tuple[Provider | None, str, str]:
+def _planner(providers: Mapping[str, Any] | None = None) -> tuple[Provider | None, str, str]:
     """(provider, model name for requests, how it was chosen)."""
     if os.environ.get("PARALLEL_AGENTS_PLANNER", "").strip().lower() == "keywords":
         return None, "", "keyword analysis (PARALLEL_AGENTS_PLANNER=keywords)"
     try:
-        from .roles import DEFAULT_MODEL  # type: ignore[attr-defined]
+        from .roles import default_model
     except ImportError:
-        DEFAULT_MODEL = _FALLBACK_MODEL  # noqa: N806
-    spec = os.environ.get("PARALLEL_AGENTS_MODEL") or DEFAULT_MODEL
+        spec = os.environ.get("PARALLEL_AGENTS_MODEL") or _FALLBACK_MODEL
+    else:
+        spec = default_model()  # PARALLEL_AGENTS_MODEL, the config's defaults.model, built-in
     try:
         from .providers.registry import get_provider  # type: ignore[import-not-found]
     except ImportError:
         return None, "", "keyword analysis (no provider registry installed)"
-    provider = get_provider(spec, {})
+    provider = get_provider(spec, dict(providers or {}))
     return provider, split_model(spec)[1], f"model {spec}"
 
 
@@ -107,13 +109,15 @@ def run_request(
     request: str, *, template: str | None, show_plan: bool, as_json: bool, quiet: bool,
     max_workers: int | None, err: Console, line_printer: Any = None,
     executor_options: dict[str, Any] | None = None, workspace: str | None = None,
+    providers: Mapping[str, Any] | None = None,
 ) -> int:
     """Plan (and unless `show_plan`, run) a request. Returns the exit code."""
     from .cli import EXIT_USAGE, _exit_code, _json_default
 
     try:
-        provider, planner_model, planner = (None, "", "template") if template else _planner()
-        coordinator = Coordinator(provider, planner_model=planner_model,
+        provider, planner_model, planner = ((None, "", "template") if template
+                                            else _planner(providers))
+        coordinator = Coordinator(provider, planner_model=planner_model, providers=providers,
                                   max_workers=max_workers, workspace=workspace,
                                   executor_options={k: v for k, v in
                                                     (executor_options or {}).items()

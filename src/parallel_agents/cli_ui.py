@@ -17,6 +17,7 @@ from rich.text import Text
 
 from ._exceptions import ParallelAgentsError, PlanError
 from .config import Config, ConfigError, effective_run_options, load_config, load_plan
+from .roles import configure_default_model
 from .plan import STRATEGIES, Plan
 
 __all__ = ["register", "RunSetup", "setup_run"]
@@ -59,6 +60,7 @@ def setup_run(plan_file: str, *, config_file: str | None, max_workers: int | Non
     except ConfigError as exc:
         _fail(str(exc))
         raise AssertionError("unreachable") from None
+    configure_default_model(config.get("defaults.model"))
     path = Path(plan_file)
     if not path.exists():
         _fail(f"no such plan file: {plan_file} (give a .yaml, .yml or .json plan file)")

@@ -30,7 +30,7 @@ import yaml
 from pydantic import ValidationError
 
 from ._exceptions import UsageError
-from .plan import STRATEGIES, Plan, Pool
+from .plan import STRATEGIES, Plan, Pool, check_model_spec
 
 __all__ = ["Config", "ConfigError", "Setting", "load_config", "load_plan", "find_config_file",
            "effective_run_options", "ENV_VARS", "CONFIG_FILE_NAMES"]
@@ -258,6 +258,11 @@ def _check_value(key: str, value: Any, where: str, problems: list[str]) -> None:
         problems.append(f"{where}: must be at least 1, got {value}")
     elif key == "budget.max_cost_usd" and value <= 0:
         problems.append(f"{where}: must be more than 0, got {value}")
+    elif key == "defaults.model":
+        try:
+            check_model_spec(value)
+        except ValueError as exc:
+            problems.append(f"{where}: {exc}")
 
 
 def _parse_file_data(data: dict[str, Any], source: str) -> tuple[
@@ -305,6 +310,15 @@ def _parse_file_data(data: dict[str, Any], source: str) -> tuple[
 
 def _parse_provider(name: str, raw: Any, problems: list[str]) -> dict[str, Any]:
     where = f"providers.{name}"
+    from .agents.llm import BUILTIN_PROVIDERS  # (lazy: the LLM agent is a heavier import)
+
+    if name not in BUILTIN_PROVIDERS:
+        close = difflib.get_close_matches(name, BUILTIN_PROVIDERS, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        problems.append(f"{where}: unknown provider {name!r}: {hint}known: "
+                        f"{', '.join(BUILTIN_PROVIDERS)} (`openai` is any OpenAI-compatible "
+                        f"server: vLLM, Ollama, llama-server; set its base_url)")
+        return {}
     if not isinstance(raw, dict):
         problems.append(f"{where}: must be a table/object with base_url, api_key_env, rpm, tpm")
         return {}
@@ -379,22 +393,27 @@ def _cli_items(cli: Mapping[str, Any] | None) -> list[tuple[str, tuple[Any, str]
 
 # -- applying to a plan ---------------------------------------------------------------------
 def load_plan(path: str | Path, config: Config | None = None) -> Plan:
-    """Load a plan file, adding the config's pools the plan does not declare itself."""
+    """Load a plan file, adding the config's pools and providers the plan does not declare."""
     path = Path(path)
-    if config is None or not config.pools or path.suffix.lower() not in (".yaml", ".yml", ".json"):
+    if config is None or not (config.pools or config.providers) or \
+            path.suffix.lower() not in (".yaml", ".yml", ".json"):
         return Plan.from_file(path)
     try:
         text = path.read_text(encoding="utf-8")
         data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
     except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError):
         return Plan.from_file(path)  # raises the plan loader's precise error
-    if not isinstance(data, dict) or not (data.get("pools") is None
-                                          or isinstance(data.get("pools"), dict)):
+    if not isinstance(data, dict) or not all(data.get(k) is None or isinstance(data.get(k), dict)
+                                             for k in ("pools", "providers")):
         return Plan.from_dict(data, source=str(path))
     pools = dict(data.get("pools") or {})
     for name, (pool, _) in config.pools.items():
         pools.setdefault(name, pool.model_dump())
-    return Plan.from_dict({**data, "pools": pools}, source=str(path))
+    providers = dict(data.get("providers") or {})
+    for name, (settings, _) in config.providers.items():
+        providers.setdefault(name, dict(settings))
+    extra = {"providers": providers} if providers else {}
+    return Plan.from_dict({**data, "pools": pools, **extra}, source=str(path))
 
 
 def effective_run_options(config: Config, plan: Plan) -> dict[str, Any]:

@@ -148,8 +148,18 @@ def all_roles(plan_roles: Mapping[str, Role] | None = None) -> dict[str, Role]:
     return roles
 
 
+_configured_model: list[str] = []  # the config file's `defaults.model`, set by the CLI
+
+
+def configure_default_model(spec: str | None) -> None:
+    """The model for LLM tasks that name none, from the config file (the CLI calls this once
+    it has read the config); PARALLEL_AGENTS_MODEL still wins, as for every setting."""
+    _configured_model[:] = [spec] if spec else []
+
+
 def default_model() -> str:
-    return os.environ.get(MODEL_ENV) or DEFAULT_MODEL
+    return os.environ.get(MODEL_ENV) or (_configured_model[0] if _configured_model
+                                         else DEFAULT_MODEL)
 
 
 def llm_settings(task: Task, plan: Plan | None = None) -> LLMSettings:

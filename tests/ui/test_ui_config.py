@@ -12,7 +12,7 @@ TOML = """
 [defaults]
 strategy = "waves"
 max_workers = 3
-model = "small-model"
+model = "local:small-model"
 
 [pools.codegen]
 max_concurrent = 5
@@ -140,9 +140,9 @@ def test_unknown_keys_get_suggestions_and_raw_keys_are_refused(tmp_path) -> None
         [pool.x]
         [pools.codegen]
         max_concurent = 2
-        [providers.remote]
+        [providers.openai]
         api_key = "sk-live-abcdef"
-        [providers.other]
+        [providers.anthropic]
         api_key_env = "sk-live-ghijkl"
     """))
     proc = run_cli("config", "show", cwd=tmp_path)
@@ -152,8 +152,8 @@ def test_unknown_keys_get_suggestions_and_raw_keys_are_refused(tmp_path) -> None
     assert "defaults.max_worker: unknown key; did you mean 'max_workers'?" in err
     assert "pool: unknown key; did you mean 'pools'?" in err
     assert "pools.codegen.max_concurent: unknown key; did you mean 'max_concurrent'?" in err
-    assert "providers.remote.api_key: raw API keys are not accepted" in err
-    assert "providers.other.api_key_env: must be the NAME of an environment variable" in err
+    assert "providers.openai.api_key: raw API keys are not accepted" in err
+    assert "providers.anthropic.api_key_env: must be the NAME of an environment variable" in err
     assert "sk-live" not in err and "Traceback" not in err
     # The same checks guard `run`, before anything starts.
     plan = tmp_path / "p.yaml"
@@ -175,3 +175,66 @@ def test_bad_environment_and_seed_section_errors(tmp_path) -> None:
             in proc.stderr)
     proc = run_cli("config", "show", "--config", str(tmp_path / "missing.toml"), cwd=tmp_path)
     assert proc.returncode == 2 and "no such config file" in proc.stderr
+
+
+def test_run_uses_the_config_files_model_and_provider(tmp_path) -> None:
+    """`defaults.model` and `[providers.*]` in the config file reach the run: an LLM task that
+    names no model asks the configured server for the configured model."""
+    from tests.fakes.openai_server import FakeLLMServer, Reply
+
+    with FakeLLMServer() as srv:
+        srv.default = Reply.text("configured answer")
+        (tmp_path / "parallel-agents.toml").write_text(textwrap.dedent(f"""
+            [defaults]
+            model = "openai:configured-model"
+
+            [providers.openai]
+            base_url = "{srv.openai_base_url}"
+            api_key_env = "FAKE_LLM_KEY"
+        """))
+        plan = tmp_path / "p.yaml"
+        plan.write_text("name: llm\ntasks:\n  - {id: a, prompt: Say hello., max_iterations: 1}\n")
+        proc = run_cli("run", str(plan), "--json", "--quiet", "--no-store", cwd=tmp_path,
+                       env=cli_env(FAKE_LLM_KEY="sk-fake-key-for-tests"))
+        assert proc.returncode == 0, proc.stderr
+        record = json.loads(proc.stdout)
+        assert record["tasks"]["a"]["output"] == "configured answer"
+        chats = [r for r in srv.requests if r.path.endswith("/chat/completions")]
+        assert chats and all(r.body["model"] == "configured-model" for r in chats)
+        assert "sk-fake-key-for-tests" in (chats[0].auth or "")
+        # The environment still beats the file.
+        proc = run_cli("run", str(plan), "--json", "--quiet", "--no-store", cwd=tmp_path,
+                       env=cli_env(FAKE_LLM_KEY="sk-fake-key-for-tests",
+                                   PARALLEL_AGENTS_MODEL="openai:env-model"))
+        assert proc.returncode == 0, proc.stderr
+        assert srv.requests[-1].body["model"] == "env-model"
+
+
+def test_an_unknown_provider_in_the_config_file_is_named(tmp_path) -> None:
+    (tmp_path / "parallel-agents.toml").write_text('[providers.openia]\nrpm = 10\n')
+    proc = run_cli("config", "show", cwd=tmp_path, env=cli_env())
+    assert proc.returncode == 2
+    assert "providers.openia: unknown provider 'openia': did you mean 'openai'?" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_request_uses_the_config_files_model_and_provider(tmp_path) -> None:
+    """The same for a request in words: its agents' LLM calls go to the configured server."""
+    from tests.fakes.openai_server import FakeLLMServer, Reply
+
+    with FakeLLMServer() as srv:
+        srv.default = Reply.text("configured answer")
+        (tmp_path / "parallel-agents.toml").write_text(textwrap.dedent(f"""
+            [defaults]
+            model = "openai:configured-model"
+
+            [providers.openai]
+            base_url = "{srv.openai_base_url}"
+            api_key_env = "FAKE_LLM_KEY"
+        """))
+        proc = run_cli("run", "write a haiku about tea", "--json", "--quiet", "--no-store",
+                       cwd=tmp_path, env=cli_env(FAKE_LLM_KEY="sk-fake-key-for-tests",
+                                                 PARALLEL_AGENTS_PLANNER="keywords"))
+        assert proc.returncode == 0, proc.stderr
+        chats = [r for r in srv.requests if r.path.endswith("/chat/completions")]
+        assert chats and all(r.body["model"] == "configured-model" for r in chats)

@@ -229,6 +229,7 @@ class Coordinator:
         summarize: bool = False,
         task_defaults: Mapping[str, Any] | None = None,
         answers_dir: str | None = "answers",
+        providers: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         self.provider = provider
         self.planner_model = planner_model
@@ -244,6 +245,8 @@ class Coordinator:
         self.summarize = summarize
         self.task_defaults = dict(task_defaults or {})
         self.answers_dir = answers_dir
+        # Provider settings (a config file's `[providers.*]`) for the plans it makes.
+        self.providers = {name: dict(cfg) for name, cfg in (providers or {}).items()}
 
     async def plan(self, request: str, template: str | None = None, *,
                    force_parallel: bool = False) -> Decomposition:
@@ -314,6 +317,7 @@ class Coordinator:
         its agents are wrapped to snapshot files, and it gets the run's workspace unless it
         has one.
         """
+        self._add_providers(decomposition)
         plan = to_plan(decomposition.plan, self.run_task)
         run_id = run_id or new_run_id()
         if executor is None:
@@ -334,6 +338,12 @@ class Coordinator:
         (workspace / "FINAL_RESPONSE.md").write_text(text, encoding="utf-8")
         return CoordinatorResult(decomposition, result, aggregation, text, workspace)
 
+    def _add_providers(self, decomposition: Decomposition) -> None:
+        if self.providers and self.run_task is None:
+            have = decomposition.plan.setdefault("providers", {})
+            for name, cfg in self.providers.items():
+                have.setdefault(name, dict(cfg))
+
     # -- streaming planning --------------------------------------------------------------
     async def _run_streaming(self, request: str) -> CoordinatorResult:
         request = (request or "").strip()
@@ -344,6 +354,7 @@ class Coordinator:
             decision="parallel", reason="streamed: tasks started as the planner emitted them",
             source="llm")
         decomposition.plan["pools"] = {p: dict(c) for p, c in self.pools.items()}
+        self._add_providers(decomposition)
         run_id = new_run_id()
         executor, workspace, snapshots = self._executor(run_id)
         base = to_plan(decomposition.plan, self.run_task)
