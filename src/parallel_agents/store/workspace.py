@@ -5,10 +5,12 @@ Checkpoints are content-addressed manifests, not copies of the tree: each one ma
 to the sha256 of its content, and a blob is copied into `.checkpoints/objects/` only the first
 time that content is seen. A file whose size and mtime did not change since the last
 checkpoint is not even re-read, so checkpointing an unchanged workspace costs one directory
-walk. Checkpoints after a task run on a background thread; the executor awaits them (together
-with the store commit) before the task's dependents start, so a dependent's files never leak
-into its parent's checkpoint. Requests that pile up while one is being taken are merged into
-one. The coordination files are written by the same thread, from events.
+walk. The checkpoints after tasks are taken by the store's writer thread, in the round trip of
+the commit that acknowledges those tasks (one walk per group commit, labelled with every task
+in it), so they are taken before the tasks' dependents start: a dependent's files never leak
+into its parent's checkpoint. The same thread feeds the coordination files from the committed
+events (`apply_batch`); a store that takes rows one by one feeds them through this
+workspace's own thread (`on_event`).
 
 Rollback restores the last checkpoint. Because a checkpoint is taken after every task that
 succeeds, the last one holds every succeeded task's artifacts; what a failed or unfinished task
@@ -17,7 +19,6 @@ wrote after it is removed ("preserve successful agents").
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import os
@@ -140,13 +141,6 @@ class Workspace:
             self._flush_log()
             self._write_state()
 
-    def checkpoint_soon(self, labels: list[str]) -> asyncio.Future[None]:
-        """Queue a checkpoint; the future resolves once it is taken (merged with others)."""
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
-        self._queue.put(("checkpoint", labels, loop, fut))
-        return fut
-
     def checkpoint_now(self, labels: list[str]) -> None:
         """Take a checkpoint on the caller's thread (rare ones: stage boundaries)."""
         self._safe_checkpoint(labels)
@@ -176,19 +170,10 @@ class Workspace:
 
     def _work(self, items: list[Any]) -> bool:
         """Handle the worker's items; True once `close` was handled."""
-        pending: list[str] = []
-        waiting: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         for item in items:
             if item[0] == "event":
                 self._apply(item[1])
-            elif item[0] == "checkpoint":
-                pending.extend(item[1])
-                waiting.append((item[2], item[3]))
             else:
-                if pending:
-                    self._safe_checkpoint(pending)
-                    _settle(waiting)
-                    pending, waiting = [], []
                 _, status, rollback, done, box = item
                 try:
                     self._flush_log(force=True)
@@ -202,9 +187,6 @@ class Workspace:
                     self._close_handles()
                 done.set()
                 return True
-        if pending:
-            self._safe_checkpoint(pending)
-            _settle(waiting)
         self._flush_log()
         self._write_state()
         return False
@@ -453,18 +435,6 @@ class Workspace:
                     here.rmdir()
         self._last = self._read_manifest(self._seq)
         return {"checkpoint": self._seq, "removed": sorted(removed), "restored": sorted(restored)}
-
-
-def _settle(waiting: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]) -> None:
-    def done(fut: asyncio.Future[None]) -> None:
-        if not fut.done():
-            fut.set_result(None)
-
-    for loop, fut in waiting:
-        try:
-            loop.call_soon_threadsafe(done, fut)
-        except RuntimeError:
-            pass  # the loop is gone: nobody waits
 
 
 def _sha256(path: Path) -> str:
