@@ -212,6 +212,37 @@ def test_missing_program_is_a_clean_failure(tmp_path: Path) -> None:
     assert "program not found" in data["tasks"]["x"]["error"]
 
 
+def test_a_program_that_is_not_executable_is_a_clean_failure(tmp_path: Path) -> None:
+    script = tmp_path / "not-executable.sh"
+    script.write_text("echo hi\n")
+    script.chmod(0o644)
+    plan = write_plan(tmp_path, {"tasks": [
+        {"id": "x", "max_retries": 3, "command": [str(script)]},
+        {"id": "d", "max_retries": 3, "command": [str(tmp_path)]},
+        {"id": "gone", "max_retries": 3, "command": [str(tmp_path / "no-such-file")]}]})
+    proc = cli("run", str(plan), "--json", cwd=tmp_path)
+    assert proc.returncode == 1
+    tasks = one_json_object(proc.stdout)["tasks"]
+    assert "program is not executable" in tasks["x"]["error"]
+    assert "program is not executable" in tasks["d"]["error"]
+    assert "program not found" in tasks["gone"]["error"]
+    assert all(t["attempts"] == 1 for t in tasks.values())
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_program_dies_with_its_runner(tmp_path: Path) -> None:
+    """The program gets SIGKILL as its parent-death signal, so a runner killed with -9
+    leaves no agent working behind it; and it is started by the runner itself (its parent)."""
+    probe = ("import ctypes, os; s = ctypes.c_int(); "
+             "ctypes.CDLL(None).prctl(2, ctypes.byref(s)); print(s.value, os.getppid())")
+    plan = write_plan(tmp_path, {"tasks": [{"id": "p", "command": ["python", "-c", probe]}]})
+    proc = cli("run", str(plan), "--json", "--no-store", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    signal_number, parent = one_json_object(proc.stdout)["tasks"]["p"]["output"].split()
+    assert int(signal_number) == signal.SIGKILL
+    assert int(parent) > 1
+
+
 @pytest.mark.parametrize(
     "tasks, message",
     [
