@@ -6,6 +6,8 @@ import json
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from ui_helpers import cli_env, run_cli
 
 TOML = """
@@ -177,9 +179,10 @@ def test_bad_environment_and_seed_section_errors(tmp_path) -> None:
     assert proc.returncode == 2 and "no such config file" in proc.stderr
 
 
-def test_run_uses_the_config_files_model_and_provider(tmp_path) -> None:
-    """`defaults.model` and `[providers.*]` in the config file reach the run: an LLM task that
-    names no model asks the configured server for the configured model."""
+@pytest.fixture
+def configured_server(tmp_path):  # noqa: ANN201 - the fake server the config file points at
+    """A loopback OpenAI-compatible server, named in tmp_path's config file with the default
+    model `openai:configured-model`."""
     from tests.fakes.openai_server import FakeLLMServer, Reply
 
     with FakeLLMServer() as srv:
@@ -192,22 +195,42 @@ def test_run_uses_the_config_files_model_and_provider(tmp_path) -> None:
             base_url = "{srv.openai_base_url}"
             api_key_env = "FAKE_LLM_KEY"
         """))
-        plan = tmp_path / "p.yaml"
-        plan.write_text("name: llm\ntasks:\n  - {id: a, prompt: Say hello., max_iterations: 1}\n")
-        proc = run_cli("run", str(plan), "--json", "--quiet", "--no-store", cwd=tmp_path,
-                       env=cli_env(FAKE_LLM_KEY="sk-fake-key-for-tests"))
-        assert proc.returncode == 0, proc.stderr
-        record = json.loads(proc.stdout)
-        assert record["tasks"]["a"]["output"] == "configured answer"
-        chats = [r for r in srv.requests if r.path.endswith("/chat/completions")]
-        assert chats and all(r.body["model"] == "configured-model" for r in chats)
-        assert "sk-fake-key-for-tests" in (chats[0].auth or "")
-        # The environment still beats the file.
-        proc = run_cli("run", str(plan), "--json", "--quiet", "--no-store", cwd=tmp_path,
-                       env=cli_env(FAKE_LLM_KEY="sk-fake-key-for-tests",
-                                   PARALLEL_AGENTS_MODEL="openai:env-model"))
-        assert proc.returncode == 0, proc.stderr
-        assert srv.requests[-1].body["model"] == "env-model"
+        yield srv
+
+
+def _chat_models(srv) -> list[str]:  # noqa: ANN001
+    return [r.body["model"] for r in srv.requests if r.path.endswith("/chat/completions")]
+
+
+def test_run_uses_the_config_files_model_and_provider(tmp_path, configured_server) -> None:
+    """`defaults.model` and `[providers.*]` in the config file reach the run: an LLM task that
+    names no model asks the configured server for the configured model."""
+    srv = configured_server
+    plan = tmp_path / "p.yaml"
+    plan.write_text("name: llm\ntasks:\n  - {id: a, prompt: Say hello., max_iterations: 1}\n")
+    proc = run_cli("run", str(plan), "--json", "--quiet", "--no-store", cwd=tmp_path,
+                   env=cli_env(FAKE_LLM_KEY="sk-fake-key-for-tests"))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["tasks"]["a"]["output"] == "configured answer"
+    models = _chat_models(srv)
+    assert models and set(models) == {"configured-model"}
+    assert "sk-fake-key-for-tests" in (srv.requests[0].auth or "")
+    # The environment still beats the file.
+    proc = run_cli("run", str(plan), "--json", "--quiet", "--no-store", cwd=tmp_path,
+                   env=cli_env(FAKE_LLM_KEY="sk-fake-key-for-tests",
+                               PARALLEL_AGENTS_MODEL="openai:env-model"))
+    assert proc.returncode == 0, proc.stderr
+    assert _chat_models(srv)[-1] == "env-model"
+
+
+def test_a_request_uses_the_config_files_model_and_provider(tmp_path, configured_server) -> None:
+    """The same for a request in words: its agents' LLM calls go to the configured server."""
+    proc = run_cli("run", "write a haiku about tea", "--json", "--quiet", "--no-store",
+                   cwd=tmp_path, env=cli_env(FAKE_LLM_KEY="sk-fake-key-for-tests",
+                                             PARALLEL_AGENTS_PLANNER="keywords"))
+    assert proc.returncode == 0, proc.stderr
+    models = _chat_models(configured_server)
+    assert models and set(models) == {"configured-model"}
 
 
 def test_an_unknown_provider_in_the_config_file_is_named(tmp_path) -> None:
@@ -216,25 +239,3 @@ def test_an_unknown_provider_in_the_config_file_is_named(tmp_path) -> None:
     assert proc.returncode == 2
     assert "providers.openia: unknown provider 'openia': did you mean 'openai'?" in proc.stderr
     assert "Traceback" not in proc.stderr
-
-
-def test_a_request_uses_the_config_files_model_and_provider(tmp_path) -> None:
-    """The same for a request in words: its agents' LLM calls go to the configured server."""
-    from tests.fakes.openai_server import FakeLLMServer, Reply
-
-    with FakeLLMServer() as srv:
-        srv.default = Reply.text("configured answer")
-        (tmp_path / "parallel-agents.toml").write_text(textwrap.dedent(f"""
-            [defaults]
-            model = "openai:configured-model"
-
-            [providers.openai]
-            base_url = "{srv.openai_base_url}"
-            api_key_env = "FAKE_LLM_KEY"
-        """))
-        proc = run_cli("run", "write a haiku about tea", "--json", "--quiet", "--no-store",
-                       cwd=tmp_path, env=cli_env(FAKE_LLM_KEY="sk-fake-key-for-tests",
-                                                 PARALLEL_AGENTS_PLANNER="keywords"))
-        assert proc.returncode == 0, proc.stderr
-        chats = [r for r in srv.requests if r.path.endswith("/chat/completions")]
-        assert chats and all(r.body["model"] == "configured-model" for r in chats)

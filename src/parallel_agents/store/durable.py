@@ -340,17 +340,20 @@ class DurableRun:
         that kills its runner at once would never be counted, and every resume would start
         it again. The starts of one scheduling pass share one commit.
         """
-        if self._batched:
-            batch = self._batch
-            if batch is not None:  # the starts are in the batch being gathered: send it
-                fut = batch.future
-                if fut is None:
-                    fut = batch.future = CommitFuture(loop=self._loop)
-                    if not self._in_flight:
-                        self._loop.call_soon(self._flush)  # type: ignore[union-attr]
-                return fut
+        if self._batched and self._batch is not None:
+            return self._awaited(self._batch)  # the starts are in the batch being gathered
         # Already handed to the store: wait for everything queued so far.
         return self.store.commit("noop", ())
+
+    def _awaited(self, batch: RunBatch) -> asyncio.Future[None]:
+        """The batch's commit future: someone waits now, so the batch goes at the end of this
+        loop turn, or once the commit in flight is done (`_commit_done`)."""
+        fut = batch.future
+        if fut is None:
+            fut = batch.future = CommitFuture(loop=self._loop)
+            if not self._in_flight:
+                self._loop.call_soon(self._flush)  # type: ignore[union-attr]
+        return fut
 
     def attempt_finished(self, task_id: str, record: AttemptRecord) -> None:
         if record.outcome == "succeeded":
@@ -402,14 +405,7 @@ class DurableRun:
                 stage = self._ended(task_id)
                 if stage is not None:
                     batch.labels.append(stage)
-            fut = batch.future
-            if fut is None:
-                # Someone waits now: hand the batch over at the end of this loop turn, or
-                # once the commit in flight is done (`_commit_done`).
-                fut = batch.future = CommitFuture(loop=self._loop)
-                if not self._in_flight:
-                    self._loop.call_soon(self._flush)  # type: ignore[union-attr]
-            return fut
+            return self._awaited(batch)
         rows: dict[str, tuple] = {
             "attempt_end": (self.run_id, task_id, record.attempt, record.started_at,
                             record.finished_at, "succeeded", None),
