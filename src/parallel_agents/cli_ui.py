@@ -17,8 +17,8 @@ from rich.text import Text
 
 from ._exceptions import ParallelAgentsError, PlanError
 from .config import Config, ConfigError, effective_run_options, load_config, load_plan
-from .roles import configure_default_model
 from .plan import STRATEGIES, Plan
+from .roles import configure_default_model
 
 __all__ = ["register", "RunSetup", "setup_run"]
 

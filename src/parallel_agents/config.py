@@ -30,7 +30,7 @@ import yaml
 from pydantic import ValidationError
 
 from ._exceptions import UsageError
-from .plan import STRATEGIES, Plan, Pool, check_model_spec
+from .plan import STRATEGIES, Plan, Pool, check_model_spec, check_provider_name
 
 __all__ = ["Config", "ConfigError", "Setting", "load_config", "load_plan", "find_config_file",
            "effective_run_options", "ENV_VARS", "CONFIG_FILE_NAMES"]
@@ -310,14 +310,10 @@ def _parse_file_data(data: dict[str, Any], source: str) -> tuple[
 
 def _parse_provider(name: str, raw: Any, problems: list[str]) -> dict[str, Any]:
     where = f"providers.{name}"
-    from .agents.llm import BUILTIN_PROVIDERS  # (lazy: the LLM agent is a heavier import)
-
-    if name not in BUILTIN_PROVIDERS:
-        close = difflib.get_close_matches(name, BUILTIN_PROVIDERS, n=1)
-        hint = f"did you mean {close[0]!r}? " if close else ""
-        problems.append(f"{where}: unknown provider {name!r}: {hint}known: "
-                        f"{', '.join(BUILTIN_PROVIDERS)} (`openai` is any OpenAI-compatible "
-                        f"server: vLLM, Ollama, llama-server; set its base_url)")
+    try:
+        check_provider_name(name)
+    except ValueError as exc:
+        problems.append(f"{where}: {exc}")
         return {}
     if not isinstance(raw, dict):
         problems.append(f"{where}: must be a table/object with base_url, api_key_env, rpm, tpm")

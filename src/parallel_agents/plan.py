@@ -37,6 +37,7 @@ __all__ = [
     "Plan",
     "ProviderSettings",
     "check_model_spec",
+    "check_provider_name",
     "PRIORITY_NAMES",
     "DEFAULT_POOL",
     "Strategy",
@@ -69,6 +70,19 @@ _MODEL_SPEC = re.compile(r"^[a-z][a-z0-9_.-]*:\S+$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SECRET_KEYS = ("api_key", "apikey", "key", "token", "secret", "password", "authorization",
                 "auth", "bearer", "access_token")
+
+
+def check_provider_name(name: str) -> None:
+    """A provider section's name must be one we have: ValueError saying which, if not."""
+    from .agents.llm import BUILTIN_PROVIDERS  # (lazy: the LLM agent is a heavier import)
+
+    if name not in BUILTIN_PROVIDERS:
+        close = difflib.get_close_matches(name, BUILTIN_PROVIDERS, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ValueError(
+            f"unknown provider {name!r}: {hint}known: {', '.join(BUILTIN_PROVIDERS)} "
+            "(`openai` is any OpenAI-compatible server: vLLM, Ollama, llama-server; "
+            "set its base_url)")
 
 
 def check_model_spec(spec: str) -> None:
@@ -294,16 +308,8 @@ class Plan(BaseModel):
     @field_validator("providers")
     @classmethod
     def _known_providers(cls, value: dict[str, ProviderSettings]) -> dict[str, ProviderSettings]:
-        from .agents.llm import BUILTIN_PROVIDERS
-
         for name in value:
-            if name not in BUILTIN_PROVIDERS:
-                close = difflib.get_close_matches(name, BUILTIN_PROVIDERS, n=1)
-                hint = f"did you mean {close[0]!r}? " if close else ""
-                raise ValueError(
-                    f"unknown provider {name!r}: {hint}known: {', '.join(BUILTIN_PROVIDERS)} "
-                    "(`openai` is any OpenAI-compatible server: vLLM, Ollama, llama-server; "
-                    "set its base_url)")
+            check_provider_name(name)
         return value
 
     @model_validator(mode="before")
