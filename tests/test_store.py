@@ -186,6 +186,73 @@ def test_cache_key_ignores_scheduling_fields_but_not_the_work():
     assert cache_key(base, {"a": 1}) != cache_key(base, {"a": 2})
 
 
+def test_the_cache_tells_apart_the_models_an_llm_task_really_ran_on(tmp_path, monkeypatch):
+    """A task that names no model runs on the default one: a cached answer from one default
+    model is not served once the default (or the task's role) changes."""
+    from parallel_agents.providers.base import ChatRequest, ChatResponse, FunctionProvider
+
+    asked: list[str] = []
+
+    def handler(request: ChatRequest) -> ChatResponse:
+        asked.append(request.model)
+        return ChatResponse(text=f"answer of {request.model}")
+
+    plan = pa.Plan(tasks=[pa.Task(id="a", prompt="Name a colour.", cache=True,
+                                  max_iterations=1)])
+    providers = {"scripted": FunctionProvider(handler)}
+
+    def run(model: str, run_plan: pa.Plan = plan) -> pa.RunResult:
+        monkeypatch.setenv("PARALLEL_AGENTS_MODEL", f"scripted:{model}")
+        return asyncio.run(pa.Executor(store=store, providers=providers,
+                                       workspace=tmp_path / "ws").execute(run_plan))
+
+    with RunStore(tmp_path / "runs.db") as store:
+        first, other, again = run("m1"), run("m2"), run("m1")
+        roles = {"critic": {"system_prompt": "You disagree with everything."}}
+        with_role = pa.Plan(roles=roles, tasks=[pa.Task(id="a", prompt="Name a colour.",
+                                                        cache=True, max_iterations=1,
+                                                        agent="critic")])
+        role_first, role_again = run("m1", with_role), run("m1", with_role)
+    assert asked == ["m1", "m2", "m1"]
+    assert first.tasks["a"].output == again.tasks["a"].output == "answer of m1"
+    assert other.tasks["a"].output == "answer of m2" and not other.tasks["a"].cached
+    assert again.tasks["a"].cached
+    # A role changes the system prompt: its own cache entry, then reused.
+    assert not role_first.tasks["a"].cached and role_again.tasks["a"].cached
+
+
+def test_metadata_is_stored_with_a_run_and_must_be_json(tmp_path):
+    plan = pa.Plan(tasks=[pa.Task(id="a", command=["python", "-c", "print(1)"])])
+    with RunStore(tmp_path / "runs.db") as store:
+        executor = pa.Executor(store=store)
+        result = asyncio.run(executor.execute(plan, metadata={"ticket": "T-1", "n": [1, 2]}))
+        saved = store.load_run(result.run_id)
+        with pytest.raises(UsageError, match="run metadata must be JSON values"):
+            asyncio.run(executor.execute(plan, metadata={"when": object()}))
+    assert saved.options["metadata"] == {"ticket": "T-1", "n": [1, 2]}
+    assert saved.options["default_model"]  # the model LLM tasks naming none would get
+
+
+def test_files_after_gives_a_file_as_the_task_left_it(tmp_path):
+    """The checkpoint after each task keeps its files: a later writer does not hide them."""
+    from parallel_agents.store.workspace import files_after
+
+    def writer(text: str):  # noqa: ANN202
+        async def write(ctx):  # noqa: ANN001, ANN202
+            (Path(ctx.workspace) / "shared.txt").write_text(text)
+            return pa.TaskOutput(output=text, files=["shared.txt"])
+        return write
+
+    plan = pa.Plan(tasks=[pa.Task(id="first", run=writer("v1")),
+                          pa.Task(id="second", run=writer("v2"), depends_on=["first"])])
+    ws = tmp_path / "ws"
+    with RunStore(tmp_path / "runs.db") as store:
+        asyncio.run(pa.Executor(store=store, workspace=ws).execute(plan))
+    assert files_after(ws, "first", ["shared.txt", "missing.txt"]) == {"shared.txt": "v1"}
+    assert files_after(ws, "second", ["shared.txt"]) == {"shared.txt": "v2"}
+    assert files_after(ws, "never-ran", ["shared.txt"]) == {}
+
+
 # -- the workspace ---------------------------------------------------------------------------
 WRITE = "import os, sys, pathlib; pathlib.Path(os.environ['PARALLEL_AGENTS_WORKSPACE'], sys.argv[1]).write_text(sys.argv[2])"
 

@@ -10,6 +10,7 @@ import asyncio
 import json
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -68,7 +69,10 @@ def _exit_code(result: RunResult) -> int:
     return EXIT_FAILED
 
 
-async def _execute(executor: Executor, plan: Plan | None, resume_id: str | None = None) -> RunResult:
+async def _execute(executor: Executor, plan: Plan | None, resume_id: str | None = None,
+                   work: Callable[[], Awaitable[Any]] | None = None) -> Any:
+    """Run `plan` (or resume `resume_id`, or await `work()`) on `executor`, with Ctrl-C and
+    SIGTERM cancelling its tasks cleanly."""
     loop = asyncio.get_running_loop()
     presses = 0
 
@@ -88,6 +92,8 @@ async def _execute(executor: Executor, plan: Plan | None, resume_id: str | None 
         except (NotImplementedError, RuntimeError):  # pragma: no cover - not on Unix
             pass
     try:
+        if work is not None:
+            return await work()
         if resume_id is not None:
             return await executor.resume(resume_id)
         assert plan is not None

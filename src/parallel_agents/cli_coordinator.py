@@ -21,7 +21,7 @@ from rich.markdown import Markdown
 from rich.table import Table
 
 from ._exceptions import ParallelAgentsError
-from .coordinator import Coordinator, Decomposition, to_plan
+from .coordinator import Coordinator, CoordinatorResult, Decomposition, to_plan
 from .plan import Plan
 from .providers.base import Provider, split_model
 from .simulate import simulate
@@ -112,7 +112,7 @@ def run_request(
     providers: Mapping[str, Any] | None = None,
 ) -> int:
     """Plan (and unless `show_plan`, run) a request. Returns the exit code."""
-    from .cli import EXIT_USAGE, _exit_code, _json_default
+    from .cli import EXIT_USAGE
 
     try:
         provider, planner_model, planner = ((None, "", "template") if template
@@ -136,6 +136,13 @@ def run_request(
     except ParallelAgentsError as exc:
         err.print(f"error: {exc}", markup=False)
         return EXIT_USAGE
+    return print_outcome(outcome, as_json=as_json)
+
+
+def print_outcome(outcome: CoordinatorResult, *, as_json: bool) -> int:
+    """The final response (or with --json the whole record) on stdout; the exit code."""
+    from .cli import _exit_code, _json_default
+
     if as_json:
         sys.stdout.write(json.dumps(outcome.to_dict(), default=_json_default) + "\n")
         sys.stdout.flush()

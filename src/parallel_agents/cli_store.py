@@ -61,6 +61,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Finish an interrupted run: succeeded tasks are kept, never run again."""
         from . import cli
+        from .coordinator import Coordinator, stored_decomposition
         from .executor import Executor
 
         store = open_store(store_path, must_exist=True)
@@ -68,11 +69,22 @@ def register(app: typer.Typer) -> None:
         if not quiet:
             executor.subscribe(LinePrinter(cli.err))
         try:
-            result = asyncio.run(cli._execute(executor, None, resume_id=run_id))
+            coordinated = stored_decomposition(store.load_run(run_id)) is not None
+            if coordinated:
+                # A run started from a request: finish it, then answer as `run` would.
+                coordinator = Coordinator()
+                outcome = asyncio.run(cli._execute(
+                    executor, None, work=lambda: coordinator.resume(run_id, executor=executor)))
+            else:
+                result = asyncio.run(cli._execute(executor, None, resume_id=run_id))
         except ParallelAgentsError as exc:
             cli._fail_usage(str(exc))
         finally:
             store.close()
+        if coordinated:
+            from .cli_coordinator import print_outcome
+
+            raise typer.Exit(print_outcome(outcome, as_json=as_json))
         cli._finish(result, as_json=as_json, quiet=quiet)
 
     @app.command("status")

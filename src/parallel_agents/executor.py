@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import random
 import secrets
 import time
@@ -51,7 +52,7 @@ from .plan import STRATEGIES, Plan, Strategy
 from .pricing import PriceTable, sum_usage
 from .providers.base import Provider, split_model
 from .results import AttemptRecord, RunResult, TaskResult
-from .roles import llm_settings
+from .roles import default_model, llm_settings, run_default_model
 from .store import DurableRun, RunOptions, RunStore, StoredRun, plan_from_store
 
 __all__ = ["Executor", "run", "new_run_id"]
@@ -189,13 +190,21 @@ class Executor:
 
         return unsubscribe
 
-    async def execute(self, plan: Plan, *, run_id: str | None = None) -> RunResult:
-        """Run `plan` to the end and return its result. Never raises for a failed task."""
+    async def execute(self, plan: Plan, *, run_id: str | None = None,
+                      metadata: Mapping[str, Any] | None = None) -> RunResult:
+        """Run `plan` to the end and return its result. Never raises for a failed task.
+
+        `metadata`: JSON values stored with a durable run, given back by
+        `RunStore.load_run(run_id).options["metadata"]` (what a caller needs to finish its
+        own work after `resume`, as the coordinator does).
+        """
         strategy = self.strategy or plan.strategy or "dependency"
         _check_strategy(plan, strategy)
         _check_llm_tasks(plan, self)
+        if metadata is not None:
+            metadata = _json_metadata(metadata)
         await self._start_backend(plan)
-        run = _Run(self, plan, strategy, run_id or new_run_id())
+        run = _Run(self, plan, strategy, run_id or new_run_id(), metadata=metadata)
         self._active.add(run)
         try:
             return await run.go()
@@ -294,7 +303,8 @@ class _Run:
 
     def __init__(self, executor: Executor, plan: Plan, strategy: str, run_id: str, *,
                  open_ended: bool = False, resumed: StoredRun | None = None,
-                 options: RunOptions | None = None) -> None:
+                 options: RunOptions | None = None,
+                 metadata: dict[str, Any] | None = None) -> None:
         self.executor = executor
         self.plan = plan
         self.strategy = strategy
@@ -303,7 +313,8 @@ class _Run:
         # -- durability (store/): a resumed run keeps the options it was started with --
         self.options = options or RunOptions(
             strategy, executor.max_workers, executor.fail_fast, executor.cache,
-            executor.rollback_on_failure, executor.seed, executor.budget_usd)
+            executor.rollback_on_failure, executor.seed, executor.budget_usd,
+            default_model=default_model(), metadata=metadata)
         self.resumed = resumed
         self.durable: DurableRun | None = None
         self.workspace = executor.workspace
@@ -409,6 +420,11 @@ class _Run:
 
     # -- the loop ------------------------------------------------------------------------
     async def go(self) -> RunResult:
+        # LLM tasks that name no model use the run's (a resumed run: the one it started with).
+        with run_default_model(self.options.default_model):
+            return await self._go()
+
+    async def _go(self) -> RunResult:
         started = self.now()
         if self.durable is not None:
             self.durable.begin()  # records the run (or checks the lease) before anything runs
@@ -867,6 +883,15 @@ class _Run:
             "speedup": round(result.speedup, 4), "cost_usd": round(result.cost_usd, 8),
         })
         return result
+
+
+def _json_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of `metadata` as JSON values, or a UsageError naming what is not one."""
+    try:
+        return json.loads(json.dumps(dict(metadata), allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"run metadata must be JSON values (str, numbers, bool, None, lists, "
+                         f"dicts with str keys): {exc}") from None
 
 
 def _success_data(record: AttemptRecord, result: TaskResult) -> dict[str, Any]:

@@ -9,7 +9,9 @@ named by `$PARALLEL_AGENTS_ROLES` adds site-wide ones. Precedence: plan > file >
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -157,9 +159,27 @@ def configure_default_model(spec: str | None) -> None:
     _configured_model[:] = [spec] if spec else []
 
 
+# The model a run started with (the executor sets it for the run's tasks): a resumed run
+# keeps its model whatever the environment or config of the process resuming it says.
+_run_model: ContextVar[str | None] = ContextVar("parallel_agents_run_model", default=None)
+
+
 def default_model() -> str:
-    return os.environ.get(MODEL_ENV) or (_configured_model[0] if _configured_model
-                                         else DEFAULT_MODEL)
+    """The model of LLM tasks that name none (and whose role names none): the run's own if
+    it was set (see `run_default_model`), else PARALLEL_AGENTS_MODEL, the config's
+    `defaults.model`, the built-in local model."""
+    return _run_model.get() or os.environ.get(MODEL_ENV) or (
+        _configured_model[0] if _configured_model else DEFAULT_MODEL)
+
+
+@contextmanager
+def run_default_model(spec: str | None) -> Iterator[None]:
+    """Within this block (and asyncio tasks created in it), `default_model()` is `spec`."""
+    token = _run_model.set(spec or None)
+    try:
+        yield
+    finally:
+        _run_model.reset(token)
 
 
 def llm_settings(task: Task, plan: Plan | None = None) -> LLMSettings:

@@ -27,6 +27,8 @@ from ..executor import Executor, new_run_id
 from ..plan import Plan, Pool, Task
 from ..providers.base import Provider
 from ..results import RunResult
+from ..store import StoredRun
+from ..store.workspace import files_after
 from .aggregate import Aggregation, Conflict, aggregate
 from .decompose import (
     Decomposition,
@@ -60,6 +62,7 @@ __all__ = [
     "aggregate",
     "synthesize",
     "to_plan",
+    "stored_decomposition",
 ]
 
 #: `run_task(spec, ctx)`: run one planned task yourself (a Python worker instead of the LLM
@@ -148,14 +151,40 @@ class _Snapshotting(Agent):
             root = Path(ctx.workspace)
             seen: dict[str, str] = {}
             for name in out.files:
-                path = Path(name) if Path(name).is_absolute() else root / name
+                rel = _relative(name, root)
+                if rel is None:
+                    continue
                 try:
-                    rel = path.resolve().relative_to(root.resolve()).as_posix()
-                    seen[rel] = path.read_text(encoding="utf-8")
-                except (OSError, ValueError, UnicodeDecodeError):
+                    seen[rel] = (root / rel).read_text(encoding="utf-8")
+                except (OSError, UnicodeDecodeError):
                     continue
             self.snapshots[task.id] = seen
         return out
+
+
+#: The key of a coordinated run's metadata in the store (`RunOptions.metadata`).
+COORDINATOR_METADATA = "coordinator"
+
+
+def stored_decomposition(saved: StoredRun) -> Decomposition | None:
+    """The decomposition a coordinated run was started from, or None for another run."""
+    data = (saved.options.get("metadata") or {}).get(COORDINATOR_METADATA)
+    if not isinstance(data, dict) or not isinstance(data.get("decomposition"), dict):
+        return None
+    try:
+        return Decomposition.from_dict(data["decomposition"])
+    except (KeyError, TypeError) as exc:
+        raise UsageError(f"run {saved.id}: its stored decomposition is unreadable ({exc}); "
+                         f"resume it as a plan with Executor.resume") from None
+
+
+def _relative(name: str, root: Path) -> str | None:
+    """A file an agent reported, relative to the workspace (None if outside it)."""
+    path = Path(name) if Path(name).is_absolute() else root / name
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except (OSError, ValueError):
+        return None
 
 
 @dataclass(slots=True)
@@ -324,7 +353,43 @@ class Coordinator:
             executor, workspace, snapshots = self._executor(run_id)
         else:
             workspace, snapshots = self._adopt(executor, run_id)
-        result = await executor.execute(plan, run_id=run_id)
+        # Stored with a durable run: `resume` then answers as this would have.
+        metadata = {COORDINATOR_METADATA: {"decomposition": decomposition.to_dict()}}
+        result = await executor.execute(plan, run_id=run_id, metadata=metadata)
+        return await self._finish(decomposition, result, workspace, snapshots)
+
+    async def resume(self, run_id: str, *, executor: Executor | None = None
+                     ) -> CoordinatorResult:
+        """Finish a coordinated run that was interrupted and answer as `execute` would have.
+
+        Tasks that succeeded before the interruption are not run again (`Executor.resume`);
+        the aggregator gets their files as the checkpoint taken after each of them holds
+        them. Needs an executor with the run's store (`executor`, or this coordinator's
+        `executor_options["store"]`). Raises UsageError for a run the coordinator did not
+        start (resume it with `Executor.resume`).
+        """
+        if executor is None:
+            executor = Executor(agents=self.agents, max_workers=self.max_workers,
+                                on_event=self.on_event, **self.executor_options)
+        if executor.store is None:
+            raise UsageError("resuming a coordinated run needs its store: "
+                             "Coordinator(executor_options={'store': store}) or executor=")
+        saved = executor.store.load_run(run_id)
+        decomposition = stored_decomposition(saved)
+        if decomposition is None:
+            raise UsageError(f"run {run_id} was not started by the coordinator (from a "
+                             f"request); resume it as a plan: Executor.resume({run_id!r})")
+        if executor.workspace is None and saved.workspace:
+            executor.workspace = Path(saved.workspace)
+        workspace, snapshots = self._adopt(executor, run_id)
+        # Tasks run by `run_task` are Python functions: the store cannot rebuild them.
+        plan = to_plan(decomposition.plan, self.run_task) if self.run_task is not None else None
+        result = await executor.resume(run_id, plan=plan)
+        for task_id, task in result.tasks.items():
+            if task.status == "succeeded" and task_id not in snapshots and task.files:
+                rels = [rel for rel in (_relative(name, workspace) for name in task.files)
+                        if rel is not None]
+                snapshots[task_id] = files_after(workspace, task_id, rels)
         return await self._finish(decomposition, result, workspace, snapshots)
 
     async def _finish(self, decomposition: Decomposition, result: RunResult, workspace: Path,

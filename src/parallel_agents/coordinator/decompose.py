@@ -75,6 +75,21 @@ class Decomposition:
             "predicted_serial_seconds": self.predicted_serial,
         }
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Decomposition:
+        """The inverse of `to_dict` (a resumed run's coordinator reads it back from the
+        store; the planner's raw text is not kept)."""
+        return cls(
+            request=data["request"], plan=data["plan"], decision=data["decision"],
+            reason=data["reason"], source=data["source"], template=data.get("template"),
+            strategy=data.get("strategy"),
+            repairs=[Repair(r["kind"], r["message"], r.get("task"))
+                     for r in data.get("repairs") or []],
+            distribution=dict(data.get("distribution") or {}),
+            predicted_makespan=data.get("predicted_makespan_seconds"),
+            predicted_serial=data.get("predicted_serial_seconds"),
+        )
+
 
 # -- the LLM request ---------------------------------------------------------------------
 # Bounded (items, string lengths) so a grammar-constrained small model cannot ramble until

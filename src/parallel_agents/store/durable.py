@@ -42,12 +42,19 @@ class RunOptions:
     seed: int | None
     #: The budget given to the executor (`--budget`); None: the plan's `budget_usd`, if any.
     budget_usd: float | None = None
+    #: The model of LLM tasks that name none (`roles.default_model()` when the run started):
+    #: a resume in another shell, with another PARALLEL_AGENTS_MODEL or config, keeps it.
+    default_model: str | None = None
+    #: What the caller stored with the run (`Executor.execute(metadata=...)`), JSON values;
+    #: the coordinator keeps its decomposition here to answer once a resumed run ends.
+    metadata: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"strategy": self.strategy, "max_workers": self.max_workers,
                 "fail_fast": self.fail_fast, "cache": self.cache,
                 "rollback_on_failure": self.rollback_on_failure, "seed": self.seed,
-                "budget_usd": self.budget_usd}
+                "budget_usd": self.budget_usd, "default_model": self.default_model,
+                "metadata": self.metadata}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunOptions:
@@ -55,7 +62,10 @@ class RunOptions:
                    max_workers=data.get("max_workers"), fail_fast=bool(data.get("fail_fast")),
                    cache=bool(data.get("cache")),
                    rollback_on_failure=bool(data.get("rollback_on_failure")),
-                   seed=data.get("seed"), budget_usd=data.get("budget_usd"))
+                   seed=data.get("seed"), budget_usd=data.get("budget_usd"),
+                   default_model=data.get("default_model") or None,
+                   metadata=data.get("metadata") if isinstance(data.get("metadata"), dict)
+                   else None)
 
 
 def plan_from_store(saved: StoredRun, plan: Plan | None) -> Plan:
@@ -373,7 +383,7 @@ class DurableRun:
     def cache_lookup(self, task: Any, inputs: dict[str, Any]) -> tuple[str, TaskOutput | None,
                                                                       float]:
         """(key, stored output or None, seconds the original run took)."""
-        key = cache_key(task, inputs)
+        key = cache_key(task, inputs, self.plan)
         hit = self.store.cache_get(key)
         if hit is None:
             return key, None, 0.0

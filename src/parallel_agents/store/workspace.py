@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-__all__ = ["Workspace", "COORDINATION_FILES", "CHECKPOINT_DIR"]
+__all__ = ["Workspace", "COORDINATION_FILES", "CHECKPOINT_DIR", "files_after"]
 
 COORDINATION_FILES = ("scratchpad.md", "activity_log.md", "project_state.yaml")
 CHECKPOINT_DIR = ".checkpoints"
@@ -435,6 +435,41 @@ class Workspace:
                     here.rmdir()
         self._last = self._read_manifest(self._seq)
         return {"checkpoint": self._seq, "removed": sorted(removed), "restored": sorted(restored)}
+
+
+def files_after(root: Path, task_id: str, paths: list[str]) -> dict[str, str]:
+    """The text of `paths` (relative to the workspace `root`) as the checkpoint taken after
+    `task_id` holds them: what the task left, even if a later task overwrote a file. A path
+    the checkpoint lacks, or whose content is not UTF-8 text, is left out; so is everything
+    if no checkpoint names the task (e.g. a workspace from before checkpoints)."""
+    ckpt_dir = Path(root) / CHECKPOINT_DIR
+    label = f"after:{task_id}"
+    found: dict[str, list[Any]] | None = None
+    for manifest_path in sorted(ckpt_dir.glob("*.json")):
+        try:
+            record = json.loads(manifest_path.read_text("utf-8"))
+            labels = list(record.get("labels") or [])
+            extra = manifest_path.with_suffix(".labels")
+            if extra.exists():
+                labels += extra.read_text("utf-8").split()
+        except (OSError, ValueError):
+            continue
+        if label in labels:
+            found = record.get("files") or {}
+            break
+    out: dict[str, str] = {}
+    if found is None:
+        return out
+    for rel in paths:
+        entry = found.get(rel)
+        if not entry:
+            continue
+        digest = entry[0]
+        try:
+            out[rel] = (ckpt_dir / "objects" / digest[:2] / digest).read_text("utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+    return out
 
 
 def _sha256(path: Path) -> str:
