@@ -12,6 +12,7 @@ import time
 from typing import Annotated, Any, Optional
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -160,10 +161,20 @@ def register(app: typer.Typer) -> None:
         if as_json:
             _dump(runs)
             raise typer.Exit(0)
-        table = Table(show_header=True)
-        for col in ("run", "plan", "status", "tasks", "succeeded", "started"):
-            table.add_column(col, no_wrap=col in ("run", "started"))
-        for r in runs:
-            table.add_row(r["run_id"], r["plan"], r["status"], str(r["tasks"]),
-                          str(r["succeeded"]), _when(r["created_at"]))
-        Console(highlight=False).print(table)
+        # Fits 80 columns: the plan's name gives way (ellipsis), ids and statuses never.
+        rows = [(r["run_id"], r["plan"], r["status"], str(r["tasks"]), str(r["succeeded"]),
+                 "-" if r["created_at"] is None else time.strftime(
+                     "%Y-%m-%d %H:%M", time.localtime(r["created_at"]))) for r in runs]
+        table = Table(show_header=True, box=box.SIMPLE_HEAD, padding=(0, 1), show_edge=False)
+        for i, col in enumerate(("run", "plan", "status", "tasks", "done", "started")):
+            if col == "plan":
+                table.add_column(col, overflow="ellipsis", min_width=8)
+            else:
+                table.add_column(col, no_wrap=True, min_width=max(
+                    [len(col), *(len(row[i]) for row in rows)]))
+        for row in rows:
+            table.add_row(*row)
+        console = Console(highlight=False)
+        if not console.is_terminal:
+            console = Console(highlight=False, width=max(console.width, 120))  # a pipe, a file
+        console.print(table)
