@@ -91,6 +91,16 @@ def report_pid_then_hang(ctx: pa.TaskContext) -> str:
     return f"survived, attempt {ctx.attempt}"
 
 
+async def async_default_model() -> str:
+    from parallel_agents.roles import default_model
+    return default_model()
+
+
+def sync_default_model() -> str:
+    from parallel_agents.roles import default_model
+    return default_model()
+
+
 def mixed_plan() -> pa.Plan:
     py = sys.executable
     return pa.Plan(
@@ -193,6 +203,17 @@ def test_killed_worker_fails_the_attempt_and_our_retry_completes_the_run(tmp_pat
     assert victim.history[0].outcome == "failed"
     assert victim.history[0].error.startswith("worker lost: ")
     assert result.tasks["after"].status == "succeeded"
+
+
+def test_workers_use_the_runs_default_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """LLM tasks naming no model run on the run's default model on the workers too, not on
+    whatever the worker processes' environment says (they started before this was set)."""
+    monkeypatch.setenv("PARALLEL_AGENTS_MODEL", "scripted:the-drivers-model")
+    plan = pa.Plan(tasks=[pa.Task(id="a", run=async_default_model),
+                          pa.Task(id="s", run=sync_default_model)])
+    result = run_plan(plan, "ray")
+    assert {t: r.output for t, r in result.tasks.items()} == {
+        "a": "scripted:the-drivers-model", "s": "scripted:the-drivers-model"}
 
 
 def test_unpicklable_function_fails_once_with_a_clear_error() -> None:

@@ -216,42 +216,60 @@ def test_list_fits_an_80_column_terminal(tmp_path):
     assert "succeeded" in row and " a-plan-…" in row
 
 
-def test_the_cache_tells_apart_the_models_an_llm_task_really_ran_on(tmp_path, monkeypatch):
-    """A task that names no model runs on the default one: a cached answer from one default
-    model is not served once the default (or the task's role) changes."""
+def test_the_cache_tells_apart_what_an_llm_task_really_sends(tmp_path, monkeypatch):
+    """A task that names no model runs on the default one, with its role's system prompt,
+    on its provider's server: a cached answer is not served once any of these changed."""
     from parallel_agents.providers.base import ChatRequest, ChatResponse, FunctionProvider
 
-    asked: list[str] = []
+    asked: list[tuple[str, str]] = []
 
     def handler(request: ChatRequest) -> ChatResponse:
-        asked.append(request.model)
+        asked.append((request.model, request.messages[0].content))
         return ChatResponse(text=f"answer of {request.model}")
 
-    plan = pa.Plan(tasks=[pa.Task(id="a", prompt="Name a colour.", cache=True,
-                                  max_iterations=1)])
     providers = {"scripted": FunctionProvider(handler)}
 
-    def run(model: str, run_plan: pa.Plan = plan) -> pa.RunResult:
+    def plan(system_prompt: str = "Be brief.", **task: str) -> pa.Plan:
+        fields = {"prompt": "Name a colour.", **task}
+        return pa.Plan(roles={"critic": {"system_prompt": system_prompt}},
+                       tasks=[pa.Task(id="a", agent="critic", cache=True, max_iterations=1,
+                                      **fields)])
+
+    def cached(model: str, run_plan: pa.Plan) -> bool:
         monkeypatch.setenv("PARALLEL_AGENTS_MODEL", f"scripted:{model}")
-        return asyncio.run(pa.Executor(store=store, providers=providers,
-                                       workspace=tmp_path / "ws").execute(run_plan))
+        result = asyncio.run(pa.Executor(store=store, providers=providers,
+                                         workspace=tmp_path / "ws").execute(run_plan))
+        assert result.tasks["a"].status == "succeeded", result.tasks["a"].error
+        return result.tasks["a"].cached
 
     with RunStore(tmp_path / "runs.db") as store:
-        first, other, again = run("m1"), run("m2"), run("m1")
-        roles = {"critic": {"system_prompt": "You disagree with everything."}}
-        with_role = pa.Plan(roles=roles, tasks=[pa.Task(id="a", prompt="Name a colour.",
-                                                        cache=True, max_iterations=1,
-                                                        agent="critic")])
-        role_first, role_again = run("m1", with_role), run("m1", with_role)
-    assert asked == ["m1", "m2", "m1"]
-    assert first.tasks["a"].output == again.tasks["a"].output == "answer of m1"
-    assert other.tasks["a"].output == "answer of m2" and not other.tasks["a"].cached
-    assert again.tasks["a"].cached
-    # A role changes the system prompt: its own cache entry, then reused.
-    assert not role_first.tasks["a"].cached and role_again.tasks["a"].cached
+        assert not cached("m1", plan())
+        assert not cached("m2", plan()), "another default model"
+        assert cached("m1", plan()) and cached("m2", plan())
+        assert not cached("m1", plan("Disagree with everything.")), "the role's system prompt"
+        # Without a prompt, the description is what is sent: it is part of the key then.
+        assert not cached("m1", plan(prompt=None, description="Write a poem."))
+        assert not cached("m1", plan(prompt=None, description="Delete the tests."))
+        assert cached("m1", plan(prompt=None, description="Write a poem."))
+    assert [model for model, _ in asked] == ["m1", "m2", "m1", "m1", "m1"]
 
 
-def test_metadata_is_stored_with_a_run_and_must_be_json(tmp_path):
+def test_an_llm_tasks_cache_key_names_its_providers_server():
+    from parallel_agents.agents.llm import call_identity
+    from parallel_agents.store import cache_key
+
+    task = pa.Task(id="a", prompt="Hi.", model="openai:m")
+
+    def key(base_url: str) -> str:
+        plan = pa.Plan(providers={"openai": {"base_url": base_url}}, tasks=[task])
+        return cache_key(task, {}, call_identity(task, plan, {}))
+
+    assert key("http://127.0.0.1:1/v1") == key("http://127.0.0.1:1/v1")
+    assert key("http://127.0.0.1:1/v1") != key("http://127.0.0.1:2/v1")
+
+
+def test_metadata_is_stored_with_a_run_and_must_be_json(tmp_path, monkeypatch):
+    monkeypatch.setenv("PARALLEL_AGENTS_MODEL", "openai:the-run-default")
     plan = pa.Plan(tasks=[pa.Task(id="a", command=["python", "-c", "print(1)"])])
     with RunStore(tmp_path / "runs.db") as store:
         executor = pa.Executor(store=store)
@@ -260,7 +278,7 @@ def test_metadata_is_stored_with_a_run_and_must_be_json(tmp_path):
         with pytest.raises(UsageError, match="run metadata must be JSON values"):
             asyncio.run(executor.execute(plan, metadata={"when": object()}))
     assert saved.options["metadata"] == {"ticket": "T-1", "n": [1, 2]}
-    assert saved.options["default_model"]  # the model LLM tasks naming none would get
+    assert saved.options["default_model"] == "openai:the-run-default"
 
 
 def test_files_after_gives_a_file_as_the_task_left_it(tmp_path):

@@ -44,7 +44,7 @@ from ._exceptions import PlanError, PlanProblem, TaskError, UsageError
 from .agents import Agent, TaskContext, TaskOutput
 from .agents.command import CommandAgent
 from .agents.function import FunctionAgent, function_shape
-from .agents.llm import BUILTIN_PROVIDERS, LLMAgent, start_cost
+from .agents.llm import BUILTIN_PROVIDERS, LLMAgent, call_identity, start_cost
 from .backends import Backend, resolve_backend
 from .backends.local import LocalBackend
 from .events import Event, EventBus, EventKind
@@ -252,9 +252,12 @@ class Executor:
             plan = plan_from_store(saved, plan)
             options = RunOptions.from_dict(saved.options)
             _check_strategy(plan, options.strategy)
-            _check_llm_tasks(plan, self)
+            # The checks and the budget's prices are of the model the run started with.
+            with run_default_model(options.default_model):
+                _check_llm_tasks(plan, self)
             await self._start_backend(plan)
-            run = _Run(self, plan, options.strategy, run_id, resumed=saved, options=options)
+            with run_default_model(options.default_model):
+                run = _Run(self, plan, options.strategy, run_id, resumed=saved, options=options)
         except BaseException:
             self.store.release(run_id)
             raise
@@ -476,6 +479,8 @@ class _Run:
                             self.scheduler.start_cost[task.id] = (
                                 start_cost(task, plan, prices) or 0.0)
                 await self.executor.backend.prepare(plan)
+                if self.durable is not None:
+                    self.durable.extend(plan)
                 self.scheduler.extend(plan)
                 self.plan = plan
                 for task in plan.tasks[old:]:
@@ -638,7 +643,10 @@ class _Run:
             if agent is None:
                 raise TaskError(f"no agent for tasks of kind {task.kind!r}", retryable=False)
             if self.durable is not None and self.durable.caches(task):
-                key, hit, _ = self.durable.cache_lookup(task, self._inputs(task))
+                inputs = self._inputs(task)
+                key, hit, _ = self.durable.cache_lookup(
+                    task, inputs,
+                    call_identity(task, self.plan, inputs) if task.kind == "llm" else None)
             if hit is None and self.durable is not None and agent is not self._direct_agent:
                 # Counted before it can take the process down (see starts_committed).
                 await self.durable.starts_committed()

@@ -17,7 +17,9 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -101,11 +103,11 @@ def test_a_request_run_killed_mid_run_is_resumed_to_its_final_response(tmp_path:
         calls_before = len(srv.requests)
 
         srv.handler = lambda body: Reply.text(f"done: {_task_of(body)}")
-        # Another shell, another default model and no config file: the run keeps its own.
+        # Another shell: a default model of a provider nobody configured, no config file.
         (tmp_path / "parallel-agents.toml").unlink()
         resumed = subprocess.run(
             [sys.executable, "-m", "parallel_agents", "resume", run_id, "--json", "--quiet"],
-            cwd=tmp_path, env=_env(tmp_path, PARALLEL_AGENTS_MODEL="openai:another-model"),
+            cwd=tmp_path, env=_env(tmp_path, PARALLEL_AGENTS_MODEL="bogus:another-model"),
             capture_output=True, text=True, timeout=90)
         assert resumed.returncode == 0, resumed.stderr
         record = json.loads(resumed.stdout)
@@ -148,35 +150,68 @@ def test_resume_of_a_plan_run_is_unchanged_by_the_coordinators_path(tmp_path: Pa
 
 
 
-def test_the_python_api_resumes_a_coordinated_run(tmp_path: Path) -> None:
-    """`Coordinator.resume`: what did not succeed runs (with `run_task`, the plan is rebuilt
-    from the stored decomposition), what did is not run again, and the answer comes."""
-    calls: list[str] = []
+
+def _interrupted_run(store: RunStore, workspace: Path, calls: list[str]
+                     ) -> tuple[str, Callable[..., Any]]:
+    """A coordinated run of the `api` template stopped (cancelled) while `backend` runs.
+    `architecture` and, once resumed, `backend` both write NOTES.md."""
+    executor = pa.Executor(store=store, workspace=workspace)
 
     async def work(spec, ctx):  # noqa: ANN001, ANN202
         calls.append(spec["id"])
         if spec["id"] == "backend" and calls.count("backend") == 1:
-            first_executor.cancel("stopped half-way")  # like Ctrl-C while it runs
+            executor.cancel("stopped half-way")  # like Ctrl-C while it runs
             await asyncio.sleep(30)
+        if spec["id"] in ("architecture", "backend"):
+            (Path(ctx.workspace) / "NOTES.md").write_text(f"notes by {spec['id']}\n")
+            return pa.TaskOutput(output=f"{spec['id']} done", files=["NOTES.md"])
         return f"{spec['id']} done"
 
+    coordinator = Coordinator(run_task=work)
+    decomposition = asyncio.run(coordinator.plan(REQUEST, template="api"))
+    first = asyncio.run(coordinator.execute(decomposition, executor=executor))
+    assert first.run.status == "cancelled"
+    assert first.run.tasks["architecture"].status == "succeeded"
+    return first.run.run_id, work
+
+
+def test_the_python_api_resumes_a_coordinated_run(tmp_path: Path) -> None:
+    """`Coordinator.resume`: what did not succeed runs (with `run_task`, the plan is rebuilt
+    from the stored decomposition), what did is not run again, and the answer comes. A file
+    a task wrote before the interruption and another overwrote after it is compared in both
+    versions: the aggregator reads the first from the checkpoint taken after its task."""
+    calls: list[str] = []
     with RunStore(tmp_path / "runs.db") as store:
-        first_executor = pa.Executor(store=store, workspace=tmp_path / "ws")
-        coordinator = Coordinator(run_task=work)
-        decomposition = asyncio.run(coordinator.plan(REQUEST, template="api"))
-        first = asyncio.run(coordinator.execute(decomposition, executor=first_executor))
-        assert first.run.status == "cancelled"
-        before = len(calls)
+        run_id, work = _interrupted_run(store, tmp_path / "ws", calls)
+        before = list(calls)
         outcome = asyncio.run(Coordinator(run_task=work, executor_options={"store": store})
-                              .resume(first.run.run_id))
+                              .resume(run_id))
+    assert outcome.run.status == "succeeded"
+    again = calls[len(before):]
+    assert "backend" in again and not set(again) & {"architecture", "api_design",
+                                                     "database_models"}
+    assert outcome.final_response.strip() and outcome.workspace == tmp_path / "ws"
+    assert outcome.decomposition.template == "api"
+    assert (tmp_path / "ws" / "FINAL_RESPONSE.md").read_text() == outcome.final_response
+    notes = [c for c in outcome.conflicts if c.subject == "NOTES.md"]
+    assert notes and set(notes[0].tasks) == {"architecture", "backend"}
+    merged = (tmp_path / "ws" / "NOTES.md").read_text()
+    assert "notes by architecture" in merged and "notes by backend" in merged
+
+
+def test_resuming_a_coordinated_run_needs_its_workspace_and_its_decomposition(
+        tmp_path: Path) -> None:
+    import shutil
+
+    calls: list[str] = []
+    with RunStore(tmp_path / "runs.db") as store:
+        run_id, _ = _interrupted_run(store, tmp_path / "ws", calls)
+        shutil.rmtree(tmp_path / "ws")
+        with pytest.raises(pa.UsageError, match="its workspace .* is gone"):
+            asyncio.run(Coordinator(executor_options={"store": store}).resume(run_id))
         plain = asyncio.run(pa.Executor(store=store).execute(
             pa.Plan(tasks=[pa.Task(id="a", command=[sys.executable, "-c", "print(1)"])])))
         with pytest.raises(pa.UsageError, match="was not started by the coordinator"):
             asyncio.run(Coordinator(executor_options={"store": store}).resume(plain.run_id))
-    assert outcome.run.status == "succeeded"
-    done_before = {tid for tid, r in first.run.tasks.items() if r.status == "succeeded"}
-    assert done_before and "backend" in calls[before:]
-    assert not set(calls[before:]) & done_before
-    assert outcome.final_response.strip() and outcome.workspace == tmp_path / "ws"
-    assert outcome.decomposition.template == "api"
-    assert (tmp_path / "ws" / "FINAL_RESPONSE.md").read_text() == outcome.final_response
+        with pytest.raises(pa.UsageError, match="needs its store"):
+            asyncio.run(Coordinator().resume(run_id))

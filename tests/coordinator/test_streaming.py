@@ -94,6 +94,32 @@ def test_a_task_starts_before_the_planner_emits_the_last_task(workspace):
     assert out.final_response.startswith("# Done")
 
 
+@pytest.mark.timeout(60)
+def test_a_streamed_run_is_stored_as_its_plan_grows(workspace, tmp_path):
+    """With a store, the stored plan, the task rows and the coordination files follow the
+    streamed plan (the store's writer used to die on the first task it did not know)."""
+    import yaml
+
+    from parallel_agents.store import RunStore
+
+    started = asyncio.Event()
+    started.set()
+    with RunStore(tmp_path / "runs.db") as store:
+        c = Coordinator(StreamingPlanner(TASKS, started), workspace=workspace,
+                        run_task=FileWriter(), stream=True, executor_options={"store": store})
+        out = asyncio.run(c.run("Build a restaurant website with booking"))
+        saved = store.load_run(out.run.run_id)
+    assert out.run.status == "succeeded"
+    ids = ["schema", "ui", "api", "audit"]
+    assert [t["id"] for t in saved.plan["tasks"]] == ids and saved.has_callables
+    assert list(saved.tasks) == ids and set(saved.outputs) == set(ids)
+    assert saved.status == "succeeded"
+    state = yaml.safe_load((workspace / "project_state.yaml").read_text())
+    assert {tid: t["status"] for tid, t in state["tasks"].items()} == dict.fromkeys(
+        ids, "succeeded")
+    assert len((workspace / "activity_log.md").read_text().splitlines()) == 4 + 4
+
+
 def test_streamed_cycle_and_unknown_dependency_are_repaired(workspace):
     tasks = [
         {"id": "a", "agent": "backend", "description": "A", "depends_on": ["b"]},

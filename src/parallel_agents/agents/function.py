@@ -8,6 +8,7 @@ timeout the attempt is failed and its thread is abandoned to finish on its own.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import inspect
 from typing import Any
@@ -41,7 +42,10 @@ class FunctionAgent(Agent):
         if is_async:
             return await (fn(ctx) if takes_ctx else fn())
         loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(None, (lambda: fn(ctx)) if takes_ctx else fn)
+        # In the caller's context (as asyncio.to_thread does): the run's default model, and
+        # any context variable the caller set, are the same in the thread.
+        call = contextvars.copy_context().run
+        result = await loop.run_in_executor(None, call, *((fn, ctx) if takes_ctx else (fn,)))
         if inspect.isawaitable(result):
             result = await result
         return result

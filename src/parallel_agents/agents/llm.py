@@ -42,7 +42,7 @@ from .tools import Tool, Workspace, WorkspaceError, as_tool, workspace_tools
 if TYPE_CHECKING:
     from ..plan import Plan, Task
 
-__all__ = ["LLMAgent", "resolve_provider", "build_messages", "DEPENDENCY_CHARS",
+__all__ = ["LLMAgent", "resolve_provider", "build_messages", "call_identity", "DEPENDENCY_CHARS",
            "start_cost", "BUILTIN_PROVIDERS"]
 
 log = logging.getLogger("parallel_agents")
@@ -134,6 +134,24 @@ def build_messages(task: Task, settings: LLMSettings, inputs: Mapping[str, Any])
         user += ("\n\nAnswer with a single JSON value matching this JSON schema:\n"
                  + json.dumps(task.output_schema, separators=(",", ":")))
     return [Message("system", settings.system_prompt), Message("user", user)]
+
+
+def call_identity(task: Task, plan: Plan | None, inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """What an LLM task's answer depends on beyond its own fields, for the result cache: the
+    messages it starts with (its role's system prompt, its prompt or description, the
+    dependencies' outputs as sent), the model it really calls (a task naming none gets the
+    run's default) with the settings it is called with, and where that provider is."""
+    settings = llm_settings(task, plan)
+    identity: dict[str, Any] = {
+        "model": settings.model, "max_iterations": settings.max_iterations,
+        "max_tokens": settings.max_tokens, "temperature": settings.temperature,
+        "messages": [[m.role, m.content] for m in build_messages(task, settings, inputs)],
+    }
+    provider = split_model(settings.model)[0]
+    where = plan.providers.get(provider) if plan is not None else None
+    if where is not None:  # another server (or model file) under the same name
+        identity["provider"] = {"base_url": where.base_url, "model_path": where.model_path}
+    return identity
 
 
 def _tool_list(task: Task, workspace: Workspace) -> list[Tool]:

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._exceptions import NonRetryableError, TaskError, UsageError
 from ..agents import TaskContext
+from ..roles import default_model, run_default_model
 from . import Backend
 
 try:
@@ -90,8 +91,8 @@ class _PoolWorker:
         return os.getpid()
 
     async def run(self, agent_key: int, agent_box: list[Any], task_id: str, task_blob: bytes,
-                  run_id: str, attempt: int, inputs: dict[str, Any], workspace: str | None
-                  ) -> AsyncIterator[tuple[Any, ...]]:
+                  run_id: str, attempt: int, inputs: dict[str, Any], workspace: str | None,
+                  model: str | None = None) -> AsyncIterator[tuple[Any, ...]]:
         try:
             task = cloudpickle.loads(task_blob)
             agent = self._agents.get(agent_key)
@@ -116,7 +117,10 @@ class _PoolWorker:
         ctx = TaskContext(task=task, run_id=run_id, attempt=attempt, inputs=inputs,
                           workspace=Path(workspace) if workspace is not None else None,
                           _report=report)
-        work = asyncio.ensure_future(agent.run(task, ctx))
+        # The driver's run default model (`roles.default_model()` there): the worker's own
+        # environment may name another one. The attempt's asyncio task copies it.
+        with run_default_model(model):
+            work = asyncio.ensure_future(agent.run(task, ctx))
         getter: asyncio.Future[Any] | None = None
         try:
             while not work.done():
@@ -424,7 +428,7 @@ class RayBackend(Backend):
             try:
                 stream = group.handles[index].run.options(num_returns="streaming").remote(
                     key, [ref], task.id, blob, ctx.run_id, ctx.attempt, ctx.inputs,
-                    None if ctx.workspace is None else str(ctx.workspace),
+                    None if ctx.workspace is None else str(ctx.workspace), default_model(),
                 )
             except Exception as exc:  # noqa: BLE001 - Ray raises TypeError and others
                 raise NonRetryableError(

@@ -163,7 +163,7 @@ class _Snapshotting(Agent):
 
 
 #: The key of a coordinated run's metadata in the store (`RunOptions.metadata`).
-COORDINATOR_METADATA = "coordinator"
+COORDINATOR_METADATA = "parallel_agents.coordinator"
 
 
 def stored_decomposition(saved: StoredRun) -> Decomposition | None:
@@ -379,6 +379,11 @@ class Coordinator:
         if decomposition is None:
             raise UsageError(f"run {run_id} was not started by the coordinator (from a "
                              f"request); resume it as a plan: Executor.resume({run_id!r})")
+        if saved.workspace and not Path(saved.workspace).is_dir():
+            raise UsageError(
+                f"run {run_id}: its workspace {saved.workspace} is gone, and with it the files "
+                f"of the tasks that succeeded before the interruption; restore it, or run the "
+                f"request again")
         if executor.workspace is None and saved.workspace:
             executor.workspace = Path(saved.workspace)
         workspace, snapshots = self._adopt(executor, run_id)

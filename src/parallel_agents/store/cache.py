@@ -5,11 +5,11 @@ The key is built from the task's own fields, generically, so a field added to `T
 say *where* or *when* a task runs (its id, pool, priority, timeouts, retries, estimates,
 stage) are left out: two tasks doing the same work with the same inputs share a result.
 
-An LLM task's key also covers what it runs with once its role and the defaults are merged
-(`roles.llm_settings`): the model it really calls (a task that names none gets the run's
-default, from PARALLEL_AGENTS_MODEL or the config), the role's system prompt, temperature and
-limits. Otherwise a task cached under one model would be answered from the cache after the
-default model, or its role, changed.
+An agent may add what its answer depends on beyond the task's fields (`extra`): an LLM
+task's key holds the messages it starts with, the model it really calls (a task that names
+none gets the run's default model) and its settings, and where that provider is
+(`agents.llm.call_identity`). Otherwise a task cached under one model, role or server would
+be answered from the cache after the default model, the role or the server changed.
 """
 
 from __future__ import annotations
@@ -18,8 +18,6 @@ import hashlib
 import inspect
 import json
 from typing import Any
-
-from ..roles import llm_settings
 
 __all__ = ["cache_key", "NOT_IN_KEY"]
 
@@ -50,23 +48,17 @@ def _callable_identity(fn: Any) -> dict[str, Any]:
     return identity
 
 
-def cache_key(task: Any, inputs: dict[str, Any], plan: Any = None) -> str:
-    """sha256 over the task's definition (minus NOT_IN_KEY) and its inputs, canonical JSON.
-
-    `plan`: the task's plan, whose roles an LLM task's settings come from (None: only the
-    built-in roles and the roles file)."""
+def cache_key(task: Any, inputs: dict[str, Any], extra: Any = None) -> str:
+    """sha256 over the task's definition (minus NOT_IN_KEY), its inputs and `extra` (JSON
+    values: what the task's agent says its answer depends on), canonical JSON."""
     definition = {
         name: value
         for name, value in task.model_dump(mode="json", exclude={"run"}).items()
         if name not in NOT_IN_KEY
     }
     definition["kind"] = task.kind
-    if task.kind == "llm":
-        settings = llm_settings(task, plan)
-        definition["llm"] = {"model": settings.model, "system_prompt": settings.system_prompt,
-                             "max_iterations": settings.max_iterations,
-                             "max_tokens": settings.max_tokens,
-                             "temperature": settings.temperature}
+    if extra is not None:
+        definition["agent_call"] = extra
     if getattr(task, "run", None) is not None:
         definition["run"] = _callable_identity(task.run)
     blob = json.dumps({"v": _KEY_VERSION, "task": definition, "inputs": inputs},

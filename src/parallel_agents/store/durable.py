@@ -156,6 +156,18 @@ class DurableRun:
             self.store.release(self.run_id)
             raise StoreError(f"cannot prepare the workspace {self.workspace_path}: {exc}") from None
 
+    def extend(self, plan: Plan) -> None:
+        """Streaming planning added tasks to the run: store the grown plan and the new tasks'
+        rows, and show them in the coordination files, before any of them starts (the
+        writer applies the queue in order, so their first rows come after these)."""
+        self.plan = plan
+        self.store.submit("plan_update", (plan.model_dump_json(exclude_none=True),
+                                          int(any(t.run is not None for t in plan.tasks)),
+                                          self.run_id))
+        self.store.submit("plan_tasks", (self.run_id,))  # INSERT OR IGNORE: only the new ones
+        if self.workspace is not None:
+            self.workspace.extend(plan)
+
     def restore(self, results: dict[str, TaskResult], now: float) -> tuple[set[str], dict[str, int]]:
         """On resume: fill results from the store; mark crashed attempts interrupted.
 
@@ -380,10 +392,11 @@ class DurableRun:
     def caches(self, task: Any) -> bool:
         return self.options.cache or bool(getattr(task, "cache", False))
 
-    def cache_lookup(self, task: Any, inputs: dict[str, Any]) -> tuple[str, TaskOutput | None,
-                                                                      float]:
-        """(key, stored output or None, seconds the original run took)."""
-        key = cache_key(task, inputs, self.plan)
+    def cache_lookup(self, task: Any, inputs: dict[str, Any], extra: Any = None
+                     ) -> tuple[str, TaskOutput | None, float]:
+        """(key, stored output or None, seconds the original run took). `extra`: what the
+        task's agent says its answer depends on (see `cache_key`)."""
+        key = cache_key(task, inputs, extra)
         hit = self.store.cache_get(key)
         if hit is None:
             return key, None, 0.0

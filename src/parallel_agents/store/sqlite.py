@@ -221,6 +221,8 @@ SCHEMA_VERSION = len(MIGRATIONS)
 # REPLACE) goes before its start (INSERT OR IGNORE): a start in the same batch as its end
 # then writes nothing, one in an earlier batch is replaced.
 _SQL: dict[str, str] = {
+    # A streamed plan grew (before its new tasks' rows, below, which read it).
+    "plan_update": "UPDATE runs SET plan_json = ?, has_callables = ? WHERE id = ?",
     # A run's task rows, from its stored plan (INSERT OR IGNORE: also repairs a run whose
     # process died before they were written; resume queues it again).
     "plan_tasks": "INSERT OR IGNORE INTO tasks (run_id, task_id, position, pool, status) "

@@ -96,6 +96,15 @@ class Workspace:
         self._status.update(statuses)
         self._attempts.update(attempts)
 
+    def extend(self, plan: Any) -> None:
+        """The plan grew (streaming planning): its new tasks start out pending."""
+        with self._state_lock:
+            self.plan = plan
+            for t in plan.tasks:
+                self._status.setdefault(t.id, "pending")
+                self._attempts.setdefault(t.id, 0)
+            self._state_dirty = True
+
     def start(self, label: str) -> None:
         """Take the checkpoint before the run (synchronously) and start the worker thread."""
         self._checkpoint([label])
