@@ -56,12 +56,18 @@ def serve_command(
         "--ray-address", help="With --backend ray: the cluster to join (default: start a "
         "local Ray).", show_default=False)] = None,
     log_level: Annotated[str, typer.Option("--log-level")] = "info",
+    config_file: Annotated[Optional[str], typer.Option(
+        "--config", metavar="FILE", help="Config file (default: ./parallel-agents.toml or "
+        "$PARALLEL_AGENTS_CONFIG): its defaults.model and [providers.*] serve request texts, "
+        "its defaults.store the store.", show_default=False)] = None,
 ) -> None:
     """Serve the HTTP API (see /docs) and the live dashboard (/) for many executions at once."""
     from ._exceptions import ParallelAgentsError, UsageError
     from .backends import resolve_backend
     from .cli_coordinator import _planner
+    from .config import load_config
     from .coordinator import Coordinator
+    from .roles import configure_default_model
     from .server import CoordinatorPlanner, Limits, check_bind, create_app, serve
 
     token = token or os.environ.get(TOKEN_ENV) or None
@@ -73,18 +79,25 @@ def serve_command(
     except UsageError as exc:
         _fail(str(exc))
     try:
+        config = load_config(config_file)
+        configure_default_model(config.get("defaults.model"))
+        providers = {name: cfg for name, (cfg, _) in config.providers.items()}
         # One backend for every execution: a Ray backend starts (or joins) Ray once.
         shared_backend = resolve_backend(backend, ray_address=ray_address)
         # Request texts are planned like `parallel-agents run "..."`: the model named by
-        # $PARALLEL_AGENTS_MODEL, or the keyword analysis (PARALLEL_AGENTS_PLANNER=keywords).
-        provider, planner_model, _ = _planner()
+        # $PARALLEL_AGENTS_MODEL or the config, or the keyword analysis
+        # (PARALLEL_AGENTS_PLANNER=keywords); their tasks reach the config's providers.
+        provider, planner_model, _ = _planner(providers)
     except ParallelAgentsError as exc:
         _fail(str(exc))
-    planner = CoordinatorPlanner(Coordinator(provider, planner_model=planner_model))
+    planner = CoordinatorPlanner(Coordinator(provider, planner_model=planner_model,
+                                             providers=providers))
     run_store = None
     if not no_store:
         from .store import default_store_path
 
+        if store is None and config.source("defaults.store") != "default":
+            store = str(config.get("defaults.store"))
         run_store = default_store_path(store)
     try:
         app = create_app(token=token, session_tokens=sessions, planner=planner,

@@ -123,6 +123,9 @@ def register(app: typer.Typer) -> None:
                 "heartbeat_at": saved.heartbeat_at, "state": saved.owner_state()},
             "options": saved.options, "counts": counts, "events": saved.last_seq, "tasks": tasks,
         }
+        answer = (saved.result or {}).get("final_response")
+        if answer is not None:  # a run started from a request: the coordinator's answer
+            data["final_response"] = answer
         if as_json:
             _dump(data)
             raise typer.Exit(0)
@@ -134,6 +137,8 @@ def register(app: typer.Typer) -> None:
                   markup=False)
         if data["status"] == "interrupted":
             out.print(f"resume it with: parallel-agents resume {saved.id}", markup=False)
+        if answer is not None and saved.workspace:
+            out.print(f"final response: {saved.workspace}/FINAL_RESPONSE.md", markup=False)
         table = Table(show_header=True)
         for col in ("task", "pool", "status", "attempts", "error"):
             table.add_column(col)

@@ -3,6 +3,7 @@ secrets never reach the file; the CLI's `list`/`status` see server runs."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -190,3 +191,68 @@ def test_a_run_cut_off_by_a_server_crash_is_resumed_by_the_cli(tmp_path: Path) -
         assert body["results"]["quick"]["attempts"] == 1  # not run again
     finally:
         _stop(proc)
+
+
+def test_a_request_cut_off_by_a_server_crash_gets_its_answer_from_the_cli_resume(
+        tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """`serve` takes the config file's model and provider for request texts; after a crash,
+    `parallel-agents resume` finishes the request and the gateway then shows the
+    coordinator's final response."""
+    import sqlite3
+    import textwrap
+    import time
+
+    from tests.fakes.openai_server import FakeLLMServer, Reply
+
+    def prompt(body: dict) -> str:
+        return " ".join(m.get("content") or "" for m in body.get("messages", [])
+                        if m.get("role") == "user" and isinstance(m.get("content"), str))
+
+    store = tmp_path / "runs.db"
+    with FakeLLMServer() as llm:
+        llm.handler = lambda body: (Reply.hang(15) if "Audit the backend" in prompt(body)
+                                    else Reply.text("built"))
+        (tmp_path / "parallel-agents.toml").write_text(textwrap.dedent(f"""
+            [defaults]
+            model = "openai:served-model"
+
+            [providers.openai]
+            base_url = "{llm.openai_base_url}"
+            api_key_env = "FAKE_LLM_KEY"
+        """))
+        monkeypatch.setenv("PARALLEL_AGENTS_PLANNER", "keywords")
+        monkeypatch.setenv("FAKE_LLM_KEY", "sk-fake-served")
+        proc, base = _serve(store, tmp_path)
+        try:
+            execution_id = httpx.post(base + "/api/execute-parallel", json={
+                "message": "Build a restaurant website with booking"}).json()["execution_id"]
+            deadline = time.monotonic() + 60
+            while True:  # the three first tasks committed, the audit hangs
+                tasks = {t["id"]: t["status"] for t in httpx.get(
+                    f"{base}/api/execution/{execution_id}").json()["tasks"]}
+                if tasks.get("security_audit") == "running" and list(
+                        tasks.values()).count("succeeded") == 3:
+                    break
+                assert time.monotonic() < deadline, tasks
+                time.sleep(0.1)
+        finally:
+            proc.kill()  # a crash: no shutdown, no final write
+            proc.wait(timeout=30)
+        assert {r.body["model"] for r in llm.requests} == {"served-model"}
+        llm.handler = lambda body: Reply.text("audited")
+        resumed = subprocess.run(
+            [sys.executable, "-m", "parallel_agents", "resume", execution_id, "--store",
+             str(store), "--json", "--quiet"], capture_output=True, text=True,
+            cwd=tmp_path, timeout=120)
+        assert resumed.returncode == 0, resumed.stderr
+        answer = json.loads(resumed.stdout)["final_response"]
+        proc, base = _serve(store, tmp_path)
+        try:
+            body = httpx.get(f"{base}/api/execution/{execution_id}").json()
+        finally:
+            _stop(proc)
+    assert body["status"] == "succeeded", body
+    assert body["final_response"] == answer and answer.strip()
+    assert body["decision"]["source"] == "keywords"
+    row = sqlite3.connect(store).execute("SELECT result_json FROM runs").fetchone()[0]
+    assert json.loads(row)["final_response"] == answer

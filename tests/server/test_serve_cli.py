@@ -78,6 +78,17 @@ def test_serve_refuses_a_file_that_is_not_a_store(tmp_path) -> None:
     assert both.returncode == 2 and "not both" in both.stderr
 
 
+def test_serve_reports_a_bad_config_file(tmp_path) -> None:
+    missing = subprocess.run([*SERVE, "--config", str(tmp_path / "nope.toml")],
+                             capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert missing.returncode == 2 and "no such config file" in missing.stderr
+    (tmp_path / "parallel-agents.toml").write_text('[defaults]\nmodel = "gpt-4o"\n')
+    bad_model = subprocess.run([*SERVE], capture_output=True, text=True, timeout=60,
+                               cwd=tmp_path)
+    assert bad_model.returncode == 2 and "defaults.model" in bad_model.stderr
+    assert "Traceback" not in missing.stderr + bad_model.stderr
+
+
 def _wait_healthy(proc: subprocess.Popen, base: str) -> None:
     deadline = time.monotonic() + 30
     while True:

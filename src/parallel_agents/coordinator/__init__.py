@@ -356,7 +356,8 @@ class Coordinator:
         # Stored with a durable run: `resume` then answers as this would have.
         metadata = {COORDINATOR_METADATA: {"decomposition": decomposition.to_dict()}}
         result = await executor.execute(plan, run_id=run_id, metadata=metadata)
-        return await self._finish(decomposition, result, workspace, snapshots)
+        return self._stored(executor, await self._finish(decomposition, result, workspace,
+                                                         snapshots))
 
     async def resume(self, run_id: str, *, executor: Executor | None = None
                      ) -> CoordinatorResult:
@@ -395,7 +396,19 @@ class Coordinator:
                 rels = [rel for rel in (_relative(name, workspace) for name in task.files)
                         if rel is not None]
                 snapshots[task_id] = files_after(workspace, task_id, rels)
-        return await self._finish(decomposition, result, workspace, snapshots)
+        return self._stored(executor, await self._finish(decomposition, result, workspace,
+                                                         snapshots))
+
+    @staticmethod
+    def _stored(executor: Executor, outcome: CoordinatorResult) -> CoordinatorResult:
+        """A durable run keeps the coordinator's answer with its result: `status --json` and
+        the HTTP gateway show it, also for a run finished by `resume`."""
+        if executor.store is not None:
+            record = outcome.to_dict()
+            executor.store.add_to_result(outcome.run.run_id, {
+                key: record[key] for key in ("final_response", "conflicts", "files",
+                                             "security_requirements", "decision", "repairs")})
+        return outcome
 
     async def _finish(self, decomposition: Decomposition, result: RunResult, workspace: Path,
                       snapshots: dict[str, dict[str, str]]) -> CoordinatorResult:

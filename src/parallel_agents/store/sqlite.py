@@ -252,6 +252,9 @@ _SQL: dict[str, str] = {
                    "WHERE run_id = ? AND task_id = ?",
     "run_update": "UPDATE runs SET status = ?, updated_at = ?, finished_at = ?, result_json = ? "
                   "WHERE id = ?",
+    # Keys a caller adds to a finished run's result (a JSON merge patch, RFC 7396).
+    "result_extras": "UPDATE runs SET result_json = json_patch(COALESCE(result_json, '{}'), ?) "
+                     "WHERE id = ?",
     "heartbeat": "UPDATE runs SET heartbeat_at = ? WHERE id = ? AND owner_pid = ?",
     "release": "UPDATE runs SET owner_pid = NULL, owner_host = NULL, heartbeat_at = NULL "
                "WHERE id = ? AND owner_pid = ?",
@@ -930,6 +933,12 @@ class RunStore:
                 raise StoreError(f"cannot lease run {run_id} in {self.path}: {exc}") from None
         self._leases.add(run_id)
         self._ensure_writer()
+
+    def add_to_result(self, run_id: str, extras: dict[str, Any]) -> None:
+        """Add `extras` (JSON values) to a finished run's stored result, e.g. the coordinator's
+        final response, so every reader of the run (`status --json`, the HTTP gateway) has
+        them. Written with the next commit; `close()` or `flush()` waits for it."""
+        self.submit("result_extras", (_dumps(extras), run_id))
 
     def release(self, run_id: str) -> None:
         if run_id in self._leases:
