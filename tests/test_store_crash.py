@@ -257,3 +257,59 @@ def test_a_task_that_kills_its_runner_at_once_is_counted_and_runs_out_of_retries
     poison = tasks["poison"]
     assert poison["status"] == "failed"
     assert [a["outcome"] for a in poison["history"]] == ["interrupted", "interrupted"]
+
+
+GATE = ("import os, signal, sys\n"
+        "if os.path.exists(sys.argv[1]):\n"
+        "    print('through the gate')\n"
+        "else:\n"
+        "    open(sys.argv[1], 'w').close()\n"
+        "    os.kill(os.getppid(), signal.SIGKILL)\n")
+
+
+def test_resume_goes_on_replaying_the_runs_cassettes(tmp_path: Path):
+    """A run replaying recorded LLM answers (--replay, offline) and killed half-way is
+    resumed with the same cassettes: the resume does not start calling the real model."""
+    from tests.fakes.openai_server import FakeLLMServer, Reply
+
+    marker, cassettes = tmp_path / "gate-open", tmp_path / "cassettes"
+    env = {**os.environ, "PARALLEL_AGENTS_STORE": str(tmp_path / "runs.db"),
+           "FAKE_LLM_KEY": "sk-fake-replay"}
+
+    def plan(base_url: str) -> str:
+        (tmp_path / "plan.yaml").write_text(yaml.safe_dump({
+            "name": "replayed",
+            "providers": {"openai": {"base_url": base_url, "api_key_env": "FAKE_LLM_KEY"}},
+            "tasks": [
+                {"id": "gate", "command": ["python", "-c", GATE, str(marker)],
+                 "max_retries": 1, "retry_backoff_sec": 0},
+                {"id": "ask", "prompt": "Say hello.", "model": "openai:recorded-model",
+                 "max_iterations": 1, "max_retries": 0, "depends_on": ["gate"]}]}))
+        return "plan.yaml"
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "parallel_agents", *args, "--json", "-q"],
+                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+
+    with FakeLLMServer() as srv:
+        srv.default = Reply.text("the recorded answer")
+        marker.touch()
+        recorded = cli("run", plan(srv.openai_base_url), "--record", str(cassettes))
+        assert recorded.returncode == 0, recorded.stderr
+        url = srv.openai_base_url
+    # The server is gone: only the cassettes can answer now.
+    marker.unlink()
+    killed = cli("run", plan(url), "--replay", str(cassettes))
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    run_id = store_rows(tmp_path / "runs.db",
+                        "SELECT id FROM runs ORDER BY created_at DESC LIMIT 1")[0][0]
+    resumed = cli("resume", run_id)
+    assert resumed.returncode == 0, resumed.stderr
+    tasks = json.loads(resumed.stdout)["tasks"]
+    assert tasks["ask"]["output"] == "the recorded answer"
+    assert tasks["gate"]["attempts"] == 2
+    # Without its cassettes the run cannot go on as it was: said clearly, nothing runs.
+    cassettes.rename(tmp_path / "elsewhere")
+    missing = cli("resume", run_id)
+    assert missing.returncode == 2 and "replay folder" in missing.stderr
+    assert f"cannot resume run {run_id}" in missing.stderr and "Traceback" not in missing.stderr

@@ -59,18 +59,40 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option(
             "--json", help="Print one JSON summary on stdout at the end (as `run --json`).")] = False,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+        backend: Annotated[Optional[str], typer.Option(
+            "--backend", help="Where the remaining tasks run: local | ray (default: where the "
+            "run ran; e.g. --backend local when its Ray cluster is gone).",
+            show_default=False)] = None,
+        ray_address: Annotated[Optional[str], typer.Option(
+            "--ray-address", metavar="ADDRESS", help="With --backend ray: the cluster to join "
+            "(default: the run's).", show_default=False)] = None,
     ) -> None:
-        """Finish an interrupted run: succeeded tasks are kept, never run again."""
+        """Finish an interrupted run: succeeded tasks are kept, never run again. It goes on
+        with the run's options: its strategy, limits, budget, default model, cassettes
+        (--record/--replay) and backend."""
         from . import cli
         from .coordinator import Coordinator, stored_decomposition
         from .executor import Executor
 
         store = open_store(store_path, must_exist=True)
-        executor = Executor(store=store)
+        try:
+            saved = store.load_run(run_id)
+            options = saved.options
+            if backend is None:
+                backend = options.get("backend") if options.get("backend") in (
+                    "local", "ray") else "local"
+                if backend == "ray" and ray_address is None:
+                    ray_address = options.get("ray_address")
+            executor = Executor(store=store, record_dir=options.get("record_dir"),
+                                replay_dir=options.get("replay_dir"), backend=backend,
+                                ray_address=ray_address)
+        except ParallelAgentsError as exc:
+            store.close()
+            cli._fail_usage(f"cannot resume run {run_id}: {exc}")
         if not quiet:
             executor.subscribe(LinePrinter(cli.err))
         try:
-            coordinated = stored_decomposition(store.load_run(run_id)) is not None
+            coordinated = stored_decomposition(saved) is not None
             if coordinated:
                 # A run started from a request: finish it, then answer as `run` would.
                 coordinator = Coordinator()

@@ -162,6 +162,9 @@ class Executor:
                              "first with --record DIR")
         self.providers: dict[str, Provider] = dict(providers or {})
         self.budget_usd = budget_usd
+        # Stored with durable runs (RunOptions), for `parallel-agents resume`.
+        self.record_dir = str(Path(record_dir).resolve()) if record_dir is not None else None
+        self.replay_dir = str(Path(replay_dir).resolve()) if replay_dir is not None else None
         self.agents: dict[str, Agent] = {
             "command": CommandAgent(), "function": FunctionAgent(),
             "llm": LLMAgent(self.providers, record_dir=record_dir, replay_dir=replay_dir),
@@ -317,7 +320,10 @@ class _Run:
         self.options = options or RunOptions(
             strategy, executor.max_workers, executor.fail_fast, executor.cache,
             executor.rollback_on_failure, executor.seed, executor.budget_usd,
-            default_model=default_model(), metadata=metadata)
+            default_model=default_model(), metadata=metadata,
+            record_dir=executor.record_dir, replay_dir=executor.replay_dir,
+            backend=getattr(executor.backend, "name", None),
+            ray_address=getattr(executor.backend, "address", None))
         self.resumed = resumed
         self.durable: DurableRun | None = None
         self.workspace = executor.workspace

@@ -48,13 +48,22 @@ class RunOptions:
     #: What the caller stored with the run (`Executor.execute(metadata=...)`), JSON values;
     #: the coordinator keeps its decomposition here to answer once a resumed run ends.
     metadata: dict[str, Any] | None = None
+    #: Where its LLM answers were recorded to / replayed from (absolute folders), and where
+    #: its tasks ran (`local` / `ray` and the Ray address): `parallel-agents resume` builds
+    #: its executor with the same ones, so a replayed run does not go on calling real models.
+    record_dir: str | None = None
+    replay_dir: str | None = None
+    backend: str | None = None
+    ray_address: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"strategy": self.strategy, "max_workers": self.max_workers,
                 "fail_fast": self.fail_fast, "cache": self.cache,
                 "rollback_on_failure": self.rollback_on_failure, "seed": self.seed,
                 "budget_usd": self.budget_usd, "default_model": self.default_model,
-                "metadata": self.metadata}
+                "metadata": self.metadata, "record_dir": self.record_dir,
+                "replay_dir": self.replay_dir, "backend": self.backend,
+                "ray_address": self.ray_address}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunOptions:
@@ -65,7 +74,9 @@ class RunOptions:
                    seed=data.get("seed"), budget_usd=data.get("budget_usd"),
                    default_model=data.get("default_model") or None,
                    metadata=data.get("metadata") if isinstance(data.get("metadata"), dict)
-                   else None)
+                   else None,
+                   record_dir=data.get("record_dir"), replay_dir=data.get("replay_dir"),
+                   backend=data.get("backend"), ray_address=data.get("ray_address"))
 
 
 def plan_from_store(saved: StoredRun, plan: Plan | None) -> Plan:
