@@ -356,3 +356,32 @@ def test_cli_unreachable_ray_address_fails_fast(tmp_path: Path) -> None:
     assert f"cannot reach the Ray cluster at '127.0.0.1:{port}'" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert time.monotonic() - started < 60  # not Ray's minutes of reconnecting
+
+
+def test_resume_runs_where_the_run_ran_unless_told_otherwise(tmp_path: Path) -> None:
+    """A run's backend and Ray address are stored with it: `resume` goes back to that
+    cluster (here unreachable, so it says so), `resume --backend local` finishes it here."""
+    import sqlite3
+
+    with socket.socket() as probe:  # a port on loopback that nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{probe.getsockname()[1]}"
+    store = tmp_path / "runs.db"
+    ran = _cli("run", str(_write_plan(tmp_path)), "--json", "-q",
+               PARALLEL_AGENTS_STORE=str(store))
+    assert ran.returncode == 0, ran.stderr
+    run_id = json.loads(ran.stdout)["run_id"]
+    # As if it had run on that cluster (and been interrupted).
+    with sqlite3.connect(store) as conn:
+        options = json.loads(conn.execute("SELECT options_json FROM runs").fetchone()[0])
+        assert options["backend"] == "local" and options["ray_address"] is None
+        options.update(backend="ray", ray_address=address)
+        conn.execute("UPDATE runs SET options_json = ?", (json.dumps(options),))
+    for args in ((), ("--backend", "ray")):
+        back = _cli("resume", run_id, "-q", *args, PARALLEL_AGENTS_STORE=str(store))
+        assert back.returncode == 2, back.stderr
+        assert f"cannot reach the Ray cluster at '{address}'" in back.stderr
+    here = _cli("resume", run_id, "--json", "-q", "--backend", "local",
+                PARALLEL_AGENTS_STORE=str(store))
+    assert here.returncode == 0, here.stderr
+    assert json.loads(here.stdout)["status"] == "succeeded"

@@ -216,6 +216,31 @@ def test_list_fits_an_80_column_terminal(tmp_path):
     assert "succeeded" in row and " a-plan-…" in row
 
 
+def test_command_tasks_that_read_their_task_are_not_served_each_others_output(tmp_path):
+    """Three tasks run the same program, which answers from the task it reads on stdin (as
+    examples/agents/build.py does): each keeps its own output from the cache, and a changed
+    description is a changed task."""
+    echo = ("import json, os, sys; t = json.load(sys.stdin)['task']; "
+            "print(t['id'], os.environ['PARALLEL_AGENTS_TASK_ID'], t.get('description'))")
+
+    def plan(description: str) -> pa.Plan:
+        return pa.Plan(tasks=[pa.Task(id=tid, command=["python", "-c", echo], cache=True,
+                                      description=f"{description} {tid}" if tid == "c"
+                                      else tid) for tid in ("a", "b", "c")])
+
+    with RunStore(tmp_path / "runs.db") as store:
+        first = asyncio.run(pa.Executor(store=store).execute(plan("build")))
+        again = asyncio.run(pa.Executor(store=store).execute(plan("build")))
+        changed = asyncio.run(pa.Executor(store=store).execute(plan("rebuild")))
+    assert {t: r.output.strip() for t, r in first.tasks.items()} == {
+        "a": "a a a", "b": "b b b", "c": "c c build c"}
+    assert all(r.cached for r in again.tasks.values())
+    assert {t: r.output for t, r in again.tasks.items()} == {
+        t: r.output for t, r in first.tasks.items()}
+    assert not changed.tasks["c"].cached and changed.tasks["c"].output.strip() == "c c rebuild c"
+    assert changed.tasks["a"].cached
+
+
 def test_the_cache_tells_apart_what_an_llm_task_really_sends(tmp_path, monkeypatch):
     """A task that names no model runs on the default one, with its role's system prompt,
     on its provider's server: a cached answer is not served once any of these changed."""

@@ -311,5 +311,5 @@ def test_resume_goes_on_replaying_the_runs_cassettes(tmp_path: Path):
     # Without its cassettes the run cannot go on as it was: said clearly, nothing runs.
     cassettes.rename(tmp_path / "elsewhere")
     missing = cli("resume", run_id)
-    assert missing.returncode == 2 and "replay folder" in missing.stderr
+    assert missing.returncode == 2 and "replays recorded LLM answers" in missing.stderr
     assert f"cannot resume run {run_id}" in missing.stderr and "Traceback" not in missing.stderr

@@ -9,6 +9,7 @@ import asyncio
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
@@ -16,7 +17,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from ._exceptions import ParallelAgentsError, StoreError
+from ._exceptions import ParallelAgentsError, StoreError, UsageError
 from .progress import LinePrinter
 from .store import RunStore, default_store_path
 
@@ -78,14 +79,22 @@ def register(app: typer.Typer) -> None:
         try:
             saved = store.load_run(run_id)
             options = saved.options
+            stored_backend = options.get("backend") or "local"
             if backend is None:
-                backend = options.get("backend") if options.get("backend") in (
-                    "local", "ray") else "local"
-                if backend == "ray" and ray_address is None:
-                    ray_address = options.get("ray_address")
+                backend = stored_backend if stored_backend in ("local", "ray") else "local"
+                if backend != stored_backend and not quiet:
+                    cli.err.print(f"note: run {run_id} ran on a custom backend "
+                                  f"({stored_backend!r}); its remaining tasks run locally",
+                                  markup=False)
+            if backend == "ray" and ray_address is None and stored_backend == "ray":
+                ray_address = options.get("ray_address")  # the cluster the run used
+            replay = options.get("replay_dir")
+            if replay is not None and not Path(replay).is_dir():
+                raise UsageError(f"it replays recorded LLM answers from {replay}, which is "
+                                 "gone (without them its tasks would call the real models); "
+                                 "restore that folder")
             executor = Executor(store=store, record_dir=options.get("record_dir"),
-                                replay_dir=options.get("replay_dir"), backend=backend,
-                                ray_address=ray_address)
+                                replay_dir=replay, backend=backend, ray_address=ray_address)
         except ParallelAgentsError as exc:
             store.close()
             cli._fail_usage(f"cannot resume run {run_id}: {exc}")

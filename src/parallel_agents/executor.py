@@ -613,6 +613,18 @@ class _Run:
         results = self.results
         return {d: results[d].output for d in task.depends_on}
 
+    def _cache_extra(self, task: Any, inputs: dict[str, Any]) -> Any:
+        """What a task's output may depend on beyond its definition's work fields (see
+        store/cache.py): a command reads its whole task on stdin (and its id from the
+        environment), a function that takes the context sees `ctx.task`, and an LLM task's
+        answer depends on the messages, model and server it really uses."""
+        kind = task.kind
+        if kind == "llm":
+            return call_identity(task, self.plan, inputs)
+        if kind == "command" or function_shape(task.run)[1]:
+            return {"task": task.describe()}
+        return None
+
     def _context(self, task: Any, record: AttemptRecord) -> TaskContext:
         task_id = task.id
         return TaskContext(
@@ -650,9 +662,8 @@ class _Run:
                 raise TaskError(f"no agent for tasks of kind {task.kind!r}", retryable=False)
             if self.durable is not None and self.durable.caches(task):
                 inputs = self._inputs(task)
-                key, hit, _ = self.durable.cache_lookup(
-                    task, inputs,
-                    call_identity(task, self.plan, inputs) if task.kind == "llm" else None)
+                key, hit, _ = self.durable.cache_lookup(task, inputs,
+                                                        self._cache_extra(task, inputs))
             if hit is None and self.durable is not None and agent is not self._direct_agent:
                 # Counted before it can take the process down (see starts_committed).
                 await self.durable.starts_committed()

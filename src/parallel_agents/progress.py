@@ -51,6 +51,7 @@ class RunView:
     max_workers: int | None = None
     clock: Callable[[], float] = time.time
     started_at: float | None = None
+    run_id: str | None = None
     finished: bool = False
     status: dict[str, str] = field(default_factory=dict)
     running: dict[str, _Running] = field(default_factory=dict)
@@ -85,6 +86,7 @@ class RunView:
         k, t = e.kind, e.task_id
         if k == "run_started":
             self.started_at = e.time
+            self.run_id = e.run_id
         elif k == "run_finished":
             self.finished = True
         elif t is None or t not in self.status:
@@ -272,6 +274,8 @@ class LiveProgress:
         total = len(v.status)
         head = Text()
         head.append(f"{v.plan.name}  ", style="bold")
+        if v.run_id is not None:  # what `resume` needs if this process dies
+            head.append(f"run {v.run_id}  ", style="dim")
         head.append(f"{c['done']}/{total} done", style="green")
         head.append(f"  {c['running']} running  {c['queued']} queued  ")
         head.append(f"{c['failed']} failed", style="red" if c["failed"] else "")
@@ -325,11 +329,17 @@ class LinePrinter:
         """(mark, text) for an event worth a line, else None."""
         k = event.kind
         t = event.task_id
+        if k == "run_started":
+            data = event.data or {}
+            again = " (resumed)" if data.get("resumed") else ""
+            return "●", f"run {event.run_id}{again}: {data.get('tasks', '?')} task(s)"
         if k == "task_started":
             return "▶", f"{t} started (attempt {event.attempt})"
         if k == "task_succeeded":
-            dur = (event.data or {}).get("duration", 0.0)
-            return "✓", f"{t} succeeded in {dur:.2f}s"
+            data = event.data or {}
+            if data.get("cached"):
+                return "✓", f"{t} succeeded (cached: not run again)"
+            return "✓", f"{t} succeeded in {data.get('duration', 0.0):.2f}s"
         if k == "task_retrying":
             delay = (event.data or {}).get("delay_seconds", 0)
             return "↻", (f"{t} failed, retry {event.attempt} in {delay:.1f}s: "
@@ -345,7 +355,7 @@ class LinePrinter:
         return None
 
 
-_MARK_COLOURS = {"▶": "cyan", "✓": "green", "↻": "yellow", "✗": "red", "-": "magenta",
+_MARK_COLOURS = {"●": "bold", "▶": "cyan", "✓": "green", "↻": "yellow", "✗": "red", "-": "magenta",
                  "■": "red"}
 
 

@@ -256,3 +256,31 @@ def test_a_request_cut_off_by_a_server_crash_gets_its_answer_from_the_cli_resume
     assert body["decision"]["source"] == "keywords"
     row = sqlite3.connect(store).execute("SELECT result_json FROM runs").fetchone()[0]
     assert json.loads(row)["final_response"] == answer
+
+
+def test_added_result_fields_keep_nulls_and_are_masked_as_values(tmp_path: Path) -> None:
+    """`add_to_result` sets top-level keys (a null stays a null), and the gateway's store
+    masks the values before they are encoded: a secret that only appears in the JSON text
+    (here after the escape of a newline) cannot break the stored JSON."""
+    import asyncio
+
+    import parallel_agents as pa
+    from parallel_agents.server._durable import RedactingRunStore
+    from parallel_agents.server._redact import Redactor
+
+    plan = pa.Plan(tasks=[pa.Task(id="a", command=[sys.executable, "-c", "print(1)"])])
+    store = RedactingRunStore(tmp_path / "runs.db", redactor=Redactor(["ntoken-42",
+                                                                       "sk-real-secret"]))
+    try:
+        run_id = asyncio.run(pa.Executor(store=store).execute(plan)).run_id
+        store.add_to_result(run_id, {"final_response": "line one\ntoken-42 sk-real-secret",
+                                     "decision": {"template": None}, "files": None})
+        other = asyncio.run(pa.Executor(store=store).execute(plan))  # same batch or after
+        store.flush()
+        saved = store.load_run(run_id)
+    finally:
+        store.close()
+    assert other.status == "succeeded"
+    assert saved.result["final_response"] == "line one\ntoken-42 ***"
+    assert saved.result["decision"] == {"template": None} and saved.result["files"] is None
+    assert saved.result["status"] == "succeeded" and "a" in saved.result["tasks"]

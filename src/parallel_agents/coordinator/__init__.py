@@ -201,6 +201,21 @@ class CoordinatorResult:
     def conflicts(self) -> list[Conflict]:
         return self.aggregation.conflicts
 
+    def answer(self) -> dict[str, Any]:
+        """The coordinator's fields as the HTTP gateway shows them and a durable run stores
+        them with its result (`decision` holds the repairs)."""
+        d = self.decomposition
+        return {
+            "final_response": self.final_response,
+            "conflicts": [c.to_dict() for c in self.aggregation.conflicts],
+            "files": self.aggregation.files,
+            "security_requirements": self.aggregation.security_requirements,
+            "workspace": str(self.workspace),
+            "decision": {"mode": d.decision, "reason": d.reason, "source": d.source,
+                         "template": d.template, "strategy": d.strategy,
+                         "repairs": [r.to_dict() for r in d.repairs]},
+        }
+
     def to_dict(self) -> dict[str, Any]:
         """The run summary (RunResult.to_dict) plus the coordinator's fields."""
         out = self.run.to_dict()
@@ -404,10 +419,7 @@ class Coordinator:
         """A durable run keeps the coordinator's answer with its result: `status --json` and
         the HTTP gateway show it, also for a run finished by `resume`."""
         if executor.store is not None:
-            record = outcome.to_dict()
-            executor.store.add_to_result(outcome.run.run_id, {
-                key: record[key] for key in ("final_response", "conflicts", "files",
-                                             "security_requirements", "decision", "repairs")})
+            executor.store.add_to_result(outcome.run.run_id, outcome.answer())
         return outcome
 
     async def _finish(self, decomposition: Decomposition, result: RunResult, workspace: Path,

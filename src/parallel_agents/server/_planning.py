@@ -76,7 +76,8 @@ class CoordinatorPlanner:
         decomposition = await coordinator.plan(message, force_parallel=force_parallel)
         plan = to_plan(decomposition.plan, coordinator.run_task)
         details = {"mode": decomposition.decision, "reason": decomposition.reason,
-                   "source": decomposition.source, "strategy": decomposition.strategy,
+                   "source": decomposition.source, "template": decomposition.template,
+                   "strategy": decomposition.strategy,
                    "repairs": [r.to_dict() for r in decomposition.repairs]}
 
         async def run(executor: Executor, execution_id: str) -> tuple[RunResult, dict[str, Any]]:
@@ -87,14 +88,7 @@ class CoordinatorPlanner:
                 executor.workspace = root / execution_id
             outcome = await coordinator.execute(decomposition, run_id=execution_id,
                                                 executor=executor)
-            return outcome.run, {
-                "final_response": outcome.final_response,
-                "conflicts": [c.to_dict() for c in outcome.conflicts],
-                "files": outcome.aggregation.files,
-                "security_requirements": outcome.aggregation.security_requirements,
-                "workspace": str(outcome.workspace),
-                "decision": details,
-            }
+            return outcome.run, outcome.answer()  # as the run's stored result has it
 
         return Planned(plan=plan, decision=decomposition.decision,
                        reason=decomposition.reason, details=details, run=run)

@@ -5,11 +5,15 @@ The key is built from the task's own fields, generically, so a field added to `T
 say *where* or *when* a task runs (its id, pool, priority, timeouts, retries, estimates,
 stage) are left out: two tasks doing the same work with the same inputs share a result.
 
-An agent may add what its answer depends on beyond the task's fields (`extra`): an LLM
-task's key holds the messages it starts with, the model it really calls (a task that names
-none gets the run's default model) and its settings, and where that provider is
-(`agents.llm.call_identity`). Otherwise a task cached under one model, role or server would
-be answered from the cache after the default model, the role or the server changed.
+The executor adds what a task's output may depend on beyond that (`extra`):
+- a command task reads its whole task on stdin (id, description, estimates...) and its id
+  from the environment, so all of it is in its key; so for a Python function that takes the
+  context (it sees `ctx.task`). Only a function that takes no context shares results across
+  ids.
+- an LLM task's key holds the messages it starts with, the model it really calls (a task
+  that names none gets the run's default model) and its settings, and where that provider
+  is (`agents.llm.call_identity`). Otherwise a task cached under one model, role or server
+  would be answered from the cache after the default model, the role or the server changed.
 """
 
 from __future__ import annotations

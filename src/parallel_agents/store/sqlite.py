@@ -252,9 +252,9 @@ _SQL: dict[str, str] = {
                    "WHERE run_id = ? AND task_id = ?",
     "run_update": "UPDATE runs SET status = ?, updated_at = ?, finished_at = ?, result_json = ? "
                   "WHERE id = ?",
-    # Keys a caller adds to a finished run's result (a JSON merge patch, RFC 7396).
-    "result_extras": "UPDATE runs SET result_json = json_patch(COALESCE(result_json, '{}'), ?) "
-                     "WHERE id = ?",
+    # Keys a caller adds to a finished run's result: merged in Python (see _apply), not with
+    # SQLite's json_patch, which would drop keys whose value is null.
+    "result_extras": "UPDATE runs SET result_json = ? WHERE id = ?",
     "heartbeat": "UPDATE runs SET heartbeat_at = ? WHERE id = ? AND owner_pid = ?",
     "release": "UPDATE runs SET owner_pid = NULL, owner_host = NULL, heartbeat_at = NULL "
                "WHERE id = ? AND owner_pid = ?",
@@ -809,6 +809,10 @@ class RunStore:
                     if kind == "success":
                         self._apply_successes(conn, [_success_row(r) for r in items])
                         continue
+                    if kind == "result_extras":
+                        for extras, run_id in items:  # one by one: each reads the last
+                            conn.execute(_SQL[kind], _merged_result(conn, extras, run_id))
+                        continue
                     if kind == "event":
                         items = [_event_row(e) for e in items]
                     elif kind == "output":
@@ -938,7 +942,9 @@ class RunStore:
         """Add `extras` (JSON values) to a finished run's stored result, e.g. the coordinator's
         final response, so every reader of the run (`status --json`, the HTTP gateway) has
         them. Written with the next commit; `close()` or `flush()` waits for it."""
-        self.submit("result_extras", (_dumps(extras), run_id))
+        # The dict itself: a store that masks secrets masks its values, and the writer
+        # encodes it (masking JSON text could break it).
+        self.submit("result_extras", (dict(extras), run_id))
 
     def release(self, run_id: str) -> None:
         if run_id in self._leases:
@@ -1089,6 +1095,22 @@ class RunStore:
         return {"run_id": rid, "task_id": tid, "output": json.loads(out),
                 "usage": json.loads(usage), "cost_usd": cost, "files": json.loads(files),
                 "seconds": seconds}
+
+
+def _merged_result(conn: sqlite3.Connection, extras: dict[str, Any], run_id: str
+                   ) -> tuple[str, str]:
+    """The `result_extras` row: the run's stored result with `extras`' keys set."""
+    row = conn.execute("SELECT result_json FROM runs WHERE id = ?", (run_id,)).fetchone()
+    result: dict[str, Any] = {}
+    if row is not None and row[0]:
+        try:
+            loaded = json.loads(row[0])
+        except ValueError:
+            loaded = None
+        if isinstance(loaded, dict):
+            result = loaded
+    result.update(extras)
+    return _dumps(result), run_id
 
 
 def _fill_tasks(run: StoredRun) -> None:
