@@ -313,3 +313,39 @@ def test_resume_goes_on_replaying_the_runs_cassettes(tmp_path: Path):
     missing = cli("resume", run_id)
     assert missing.returncode == 2 and "replays recorded LLM answers" in missing.stderr
     assert f"cannot resume run {run_id}" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_an_interrupted_attempt_ends_when_its_runner_was_last_seen(tmp_path: Path):
+    """The time a crashed run lay dead is not work: the attempt the crash cut off ends at
+    the dead process's last heartbeat (every 2 s), not when `resume` started."""
+    marker = tmp_path / "second-time"
+    slow = ("import os, sys, time\n"
+            "if not os.path.exists(sys.argv[1]):\n"
+            "    open(sys.argv[1], 'w').close(); time.sleep(60)\n")
+    plan = {"name": "slow", "tasks": [{"id": "slow", "command": ["python", "-c", slow,
+                                                                 str(marker)],
+                                       "max_retries": 1, "retry_backoff_sec": 0}]}
+    (tmp_path / "plan.yaml").write_text(yaml.safe_dump(plan))
+    db = tmp_path / "runs.db"
+    env = {**os.environ, "PARALLEL_AGENTS_STORE": str(db)}
+    proc = subprocess.Popen([sys.executable, "-m", "parallel_agents", "run", "plan.yaml", "-q"],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.exists():
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        killed_at = time.time()
+    finally:
+        proc.kill()
+        proc.communicate()
+    time.sleep(3)  # the run lies dead a while
+    res = subprocess.run([sys.executable, "-m", "parallel_agents", "resume",
+                          store_rows(db, "SELECT id FROM runs")[0][0], "--json", "-q"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    first, second = json.loads(res.stdout)["tasks"]["slow"]["history"]
+    assert first["outcome"] == "interrupted" and second["outcome"] == "succeeded"
+    assert first["finished_at"] <= killed_at + 0.5
+    assert first["finished_at"] - first["started_at"] < 2.5

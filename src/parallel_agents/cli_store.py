@@ -74,6 +74,7 @@ def register(app: typer.Typer) -> None:
         from . import cli
         from .coordinator import Coordinator, stored_decomposition
         from .executor import Executor
+        from .store import plan_from_store
 
         store = open_store(store_path, must_exist=True)
         try:
@@ -117,7 +118,15 @@ def register(app: typer.Typer) -> None:
             from .cli_coordinator import print_outcome
 
             raise typer.Exit(print_outcome(outcome, as_json=as_json))
-        cli._finish(result, as_json=as_json, quiet=quiet)
+        # The same record as `run --json`: with the plan and the limit the run ran under.
+        plan = None
+        if not saved.has_callables:
+            try:
+                plan = plan_from_store(saved, None)
+            except ParallelAgentsError:
+                plan = None
+        cli._finish(result, as_json=as_json, quiet=quiet, plan=plan,
+                    max_workers=options.get("max_workers"))
 
     @app.command("status")
     def status_command(

@@ -249,9 +249,10 @@ class Executor:
         """
         if self.store is None:
             raise UsageError("resume needs a store: Executor(store=PATH).resume(run_id)")
-        self.store.acquire(run_id)  # before reading: nobody else may change the run now
+        last_alive = self.store.acquire(run_id)  # before reading: nobody else may change it
         try:
             saved = self.store.load_run(run_id)
+            saved.last_alive = last_alive
             plan = plan_from_store(saved, plan)
             options = RunOptions.from_dict(saved.options)
             _check_strategy(plan, options.strategy)

@@ -146,6 +146,10 @@ def test_resume_of_a_plan_run_is_unchanged_by_the_coordinators_path(tmp_path: Pa
     record = json.loads(resumed.stdout)
     assert record["tasks"]["a"]["status"] == "succeeded"
     assert "final_response" not in record
+    # The same record as `run --json`, with the plan and the limit the run ran under.
+    first = json.loads(ran.stdout)
+    assert set(record) == set(first)
+    assert record["plan"] == first["plan"] and record["max_workers"] == first["max_workers"]
 
 
 

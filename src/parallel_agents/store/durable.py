@@ -186,6 +186,9 @@ class DurableRun:
         """
         saved = self.resumed
         assert saved is not None
+        # An attempt the crash cut off ended when its process was last seen alive, not now:
+        # the time the run lay dead is not work (it would skew durations and the speedup).
+        died = min(now, saved.last_alive) if saved.last_alive is not None else now
         for tid, attempts in saved.attempts.items():
             if tid not in results:
                 continue
@@ -196,7 +199,7 @@ class DurableRun:
                                        error=a.error)
                 if a.outcome == "running" and tid not in saved.outputs:
                     record.outcome = "interrupted"
-                    record.finished_at = max(now, a.started_at)
+                    record.finished_at = max(died, a.started_at)
                     record.error = "interrupted: the process running the attempt died"
                     self.attempt_finished(tid, record)
                 result.history.append(record)

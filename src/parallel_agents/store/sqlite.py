@@ -404,6 +404,9 @@ class StoredRun:
     attempts: dict[str, list[StoredAttempt]] = field(default_factory=dict)
     outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
     last_seq: int = 0
+    #: When the process that ran it before was last seen alive (its last heartbeat), if it
+    #: died holding the run: attempts it left running are taken to have ended then.
+    last_alive: float | None = None
 
     def owner_state(self) -> str:
         """`none`, `alive` (a live process holds the lease) or `dead` (crashed holder)."""
@@ -905,8 +908,11 @@ class RunStore:
         if tasks is None:
             self.submit("plan_tasks", (run_id,))
 
-    def acquire(self, run_id: str) -> None:
-        """Take the run's lease, or raise RunLockedError if a live process holds it."""
+    def acquire(self, run_id: str) -> float | None:
+        """Take the run's lease, or raise RunLockedError if a live process holds it.
+
+        Returns the previous owner's last heartbeat (None if the run had no owner): when a
+        crashed process was last seen alive, within the heartbeat period."""
         now = time.time()
         with self._read_lock:
             try:
@@ -937,6 +943,7 @@ class RunStore:
                 raise StoreError(f"cannot lease run {run_id} in {self.path}: {exc}") from None
         self._leases.add(run_id)
         self._ensure_writer()
+        return row[2] if row[0] is not None else None
 
     def add_to_result(self, run_id: str, extras: dict[str, Any]) -> None:
         """Add `extras` (JSON values) to a finished run's stored result, e.g. the coordinator's
