@@ -146,14 +146,9 @@ def register(app: typer.Typer) -> None:
             store.close()
         counts: dict[str, int] = {}
         tasks: dict[str, Any] = {}
-        for tid, info in saved.tasks.items():
-            status = "succeeded" if tid in saved.outputs else info["status"]
-            attempts = saved.attempts.get(tid, [])
-            if status == "pending" and attempts and attempts[-1].outcome == "running":
-                status = "running" if saved.owner_state() == "alive" else "interrupted"
-            counts[status] = counts.get(status, 0) + 1
-            tasks[tid] = {"status": status, "pool": info["pool"], "attempts": len(attempts),
-                          "cached": info["cached"], "error": info["error"]}
+        for tid, state in saved.task_states().items():
+            counts[state["status"]] = counts.get(state["status"], 0) + 1
+            tasks[tid] = {k: state[k] for k in ("status", "pool", "attempts", "cached", "error")}
         data = {
             "run_id": saved.id, "plan": saved.plan_name, "status": saved.display_status(),
             "created_at": saved.created_at, "updated_at": saved.updated_at,

@@ -243,4 +243,8 @@ def config_show_command(
     width = max((len(k) for k in shown), default=10) + 2
     for key, setting in shown.items():
         value = "(not set)" if setting.value is None else str(setting.value)
+        if key == "defaults.model" and setting.value is None:
+            from .roles import DEFAULT_MODEL
+
+            value = f"{DEFAULT_MODEL} (built in)"  # what LLM tasks naming none then use
         out.print(Text(f"{key:<{width}}{value:<28} [{setting.source}]"))

@@ -175,6 +175,13 @@ def test_a_run_cut_off_by_a_server_crash_is_resumed_by_the_cli(tmp_path: Path) -
     try:
         body = httpx.get(f"{base}/api/execution/{execution_id}").json()
         assert body["status"] == "interrupted"
+        # What the store knows: the committed task and the one the crash cut off.
+        assert {t["id"]: t["status"] for t in body["tasks"]} == {
+            "quick": "succeeded", "gated": "interrupted"}
+        assert body["results"]["quick"]["output"].strip()
+        listed = httpx.get(f"{base}/api/executions").json()
+        mine = next(e for e in listed["items"] if e["execution_id"] == execution_id)
+        assert mine["counts"] == {"succeeded": 1, "interrupted": 1}
     finally:
         _stop(proc)
 

@@ -181,8 +181,10 @@ class DurableExecutionStore:
         except StoreError:
             return "interrupted", None, None  # the server stopped before the run began
         status = run.display_status()
-        if status == "running":
-            return "running", None, None  # resumed, right now, by another process
+        if status in ("running", "interrupted"):
+            # Not finished (resumed right now by another process, or waiting for a resume):
+            # no result yet, but the tasks as the store has them.
+            return status, None, {"tasks": run.task_states()}
         return status, run.finished_at, run.result
 
     def events_after(self, execution_id: str, seq: int, limit: int = 1000

@@ -417,6 +417,29 @@ class StoredRun:
             return "dead"
         return "dead" if stale else "alive"
 
+    def task_states(self) -> dict[str, dict[str, Any]]:
+        """Each task as the store has it, in plan order: `succeeded` once its output is
+        committed; a task whose last attempt was left running is `running` while its owner
+        is alive, else `interrupted`. Succeeded tasks carry their `output`."""
+        alive = self.owner_state() == "alive"
+        states: dict[str, dict[str, Any]] = {}
+        for tid, info in self.tasks.items():
+            attempts = self.attempts.get(tid, [])
+            out = self.outputs.get(tid)
+            status = "succeeded" if out is not None else info["status"]
+            if status == "pending" and attempts and attempts[-1].outcome == "running":
+                status = "running" if alive else "interrupted"
+            state: dict[str, Any] = {
+                "status": status, "pool": info["pool"], "attempts": len(attempts),
+                "cached": bool(info["cached"] or (out or {}).get("cached")),
+                "error": info["error"],
+                "started_at": attempts[0].started_at if attempts else None,
+                "finished_at": attempts[-1].finished_at if attempts else None}
+            if out is not None:
+                state["output"] = out["output"]
+            states[tid] = state
+        return states
+
     def display_status(self) -> str:
         if self.status == "running" and self.owner_state() != "alive":
             return "interrupted"
