@@ -312,3 +312,31 @@ def test_tasks_run_in_parallel(tmp_path: Path) -> None:
     result = run(plan, FunctionProvider(slow), workspace=tmp_path)
     assert result.status == "succeeded"
     assert peak >= 4  # the default pool allows 4 at once
+
+
+def test_time_queued_for_a_model_that_serves_one_call_at_a_time_is_not_work(
+        tmp_path: Path) -> None:
+    """Three tasks share a provider that serves one call at a time (as the embedded local
+    model does) and says how long each call queued: the run's serial time leaves the queueing
+    out, so the speedup is about 1x, not the 3x the overlapping wall times would claim."""
+    busy = asyncio.Lock()
+    call_seconds = 0.15
+
+    async def one_at_a_time(request: ChatRequest) -> ChatResponse:
+        asked = asyncio.get_running_loop().time()
+        async with busy:
+            queued = asyncio.get_running_loop().time() - asked
+            await asyncio.sleep(call_seconds)
+        return ChatResponse(text="done", usage=Usage(10, 1), queued_seconds=queued)
+
+    plan = pa.Plan(tasks=[pa.Task(id=f"t{i}", prompt="Go.", model="scripted:m",
+                                  max_iterations=1) for i in range(3)])
+    result = asyncio.run(pa.Executor(providers={"scripted": FunctionProvider(one_at_a_time)},
+                                     workspace=tmp_path).execute(plan))
+    assert result.status == "succeeded"
+    waits = sorted(r.history[-1].waited for r in result.tasks.values())
+    assert waits[0] < 0.05 and waits[2] > 1.5 * call_seconds  # the last one queued twice
+    assert result.serial_seconds == pytest.approx(3 * call_seconds, abs=0.12)
+    assert result.speedup < 1.4
+    longest = max(result.tasks.values(), key=lambda r: r.history[-1].waited)
+    assert result.to_dict()["tasks"][longest.id]["history"][-1]["waited_seconds"] > 0.2

@@ -717,6 +717,7 @@ class _Run:
             if hit is not None:
                 result.cached = True
             if isinstance(output, TaskOutput):
+                record.waited = output.waited_seconds
                 attempt_cost = output.cost_usd
                 result.usage = _add_usage(result.usage, output.usage)
                 result.cost_usd += output.cost_usd
@@ -758,6 +759,8 @@ class _Run:
         """A failed LLM attempt may have paid for calls: count them in the totals."""
         partial = getattr(exc, "partial_output", None)
         if isinstance(partial, TaskOutput):
+            if result.history:
+                result.history[-1].waited = partial.waited_seconds
             result.usage = _add_usage(result.usage, partial.usage)
             result.cost_usd += partial.cost_usd
     # -- durability (store/) -------------------------------------------------------------
@@ -837,7 +840,7 @@ class _Run:
                     intervals.append(interval)
                     in_pool.append(interval)
                     if end > a.started_at:
-                        spent += end - a.started_at
+                        spent += max(0.0, end - a.started_at - a.waited)  # waits: no work
             busy[tid] = spent
             if history and history[-1].finished_at is not None:
                 end = history[-1].finished_at

@@ -20,14 +20,24 @@ class AttemptRecord:
     finished_at: float | None = None
     outcome: str = "running"  # succeeded | failed | timeout | cancelled | interrupted
     error: str | None = None
+    #: Seconds of it spent waiting for a shared resource (see `TaskOutput.waited_seconds`).
+    waited: float = 0.0
 
     @property
     def duration(self) -> float:
         return 0.0 if self.finished_at is None else max(0.0, self.finished_at - self.started_at)
 
+    @property
+    def busy(self) -> float:
+        """The attempt's duration without its waits: what it cost a worker."""
+        return max(0.0, self.duration - self.waited)
+
     def to_dict(self) -> dict[str, Any]:
-        return {"attempt": self.attempt, "started_at": self.started_at,
-                "finished_at": self.finished_at, "outcome": self.outcome, "error": self.error}
+        out = {"attempt": self.attempt, "started_at": self.started_at,
+               "finished_at": self.finished_at, "outcome": self.outcome, "error": self.error}
+        if self.waited:
+            out["waited_seconds"] = round(self.waited, 6)
+        return out
 
 
 @dataclass(slots=True)

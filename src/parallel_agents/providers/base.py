@@ -105,6 +105,9 @@ class ChatResponse:
     usage: Usage = field(default_factory=Usage)
     model: str = ""
     finish_reason: str = "stop"  # stop | length | tool_calls
+    #: Seconds the call waited for the provider before it was served (a shared local model
+    #: serves one call at a time): not work, so the run's serial time leaves it out.
+    queued_seconds: float = 0.0
 
 
 class ProviderError(TaskError):

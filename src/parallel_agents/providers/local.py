@@ -367,9 +367,14 @@ class LocalProvider(Provider):
     async def complete(self, request: ChatRequest) -> ChatResponse:
         model = self.model
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(_WORKER, self._complete_sync, model, request)
+        waited = [time.monotonic()]  # when asked; then how long it waited to be served
+        response = await loop.run_in_executor(_WORKER, self._complete_sync, model, request,
+                                              waited)
+        response.queued_seconds = waited[0]
+        return response
 
-    def _complete_sync(self, model: _Model, request: ChatRequest) -> ChatResponse:
+    def _complete_sync(self, model: _Model, request: ChatRequest,
+                       waited: list[float] | None = None) -> ChatResponse:
         grammar_schema: dict[str, Any] | None = None
         if request.tools:
             grammar_schema = action_schema(request)
@@ -385,6 +390,8 @@ class LocalProvider(Provider):
         seed = SEED + failures
         temperature = request.temperature if failures == 0 else max(request.temperature, 0.7)
         with model.lock:
+            if waited is not None:  # the worker thread and the lock: other tasks' calls ran
+                waited[0] = max(0.0, time.monotonic() - waited[0])
             llama = model.get()
             grammar = None
             if grammar_schema is not None:
