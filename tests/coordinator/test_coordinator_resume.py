@@ -15,7 +15,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,7 +25,7 @@ import pytest
 import parallel_agents as pa
 from parallel_agents.coordinator import Coordinator
 from parallel_agents.store import RunStore
-from tests.fakes.openai_server import FakeLLMServer, Reply
+from tests.fakes.openai_server import FakeLLMServer, Reply, user_prompt
 
 REQUEST = "Build a todo API"
 HANGS = "Implement the API endpoints"  # the prompt of the template's `backend` task
@@ -38,11 +37,6 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     env.update(PARALLEL_AGENTS_STORE=str(tmp_path / "runs.db"), FAKE_LLM_KEY="sk-fake-resume")
     env.update(extra)
     return env
-
-
-def _prompt(body: dict) -> str:
-    return " ".join(m.get("content") or "" for m in body.get("messages", [])
-                    if m.get("role") == "user" and isinstance(m.get("content"), str))
 
 
 def _committed(db: Path) -> set[str]:
@@ -60,7 +54,7 @@ def _committed(db: Path) -> set[str]:
 
 def _task_of(body: dict) -> str:
     """Which template task a chat request is for (its prompt starts with the task's text)."""
-    text = _prompt(body)
+    text = user_prompt(body)
     for marker, task in (("service architecture", "architecture"),
                          ("Design the API", "api_design"),
                          ("database models", "database_models"),
@@ -74,16 +68,9 @@ def _task_of(body: dict) -> str:
 @pytest.mark.timeout(120)
 def test_a_request_run_killed_mid_run_is_resumed_to_its_final_response(tmp_path: Path) -> None:
     with FakeLLMServer() as srv:
-        srv.handler = lambda body: (Reply.hang(15) if HANGS in _prompt(body)
+        srv.handler = lambda body: (Reply.hang(15) if HANGS in user_prompt(body)
                                     else Reply.text(f"done: {_task_of(body)}"))
-        (tmp_path / "parallel-agents.toml").write_text(textwrap.dedent(f"""
-            [defaults]
-            model = "openai:model-of-the-run"
-
-            [providers.openai]
-            base_url = "{srv.openai_base_url}"
-            api_key_env = "FAKE_LLM_KEY"
-        """))
+        (tmp_path / "parallel-agents.toml").write_text(srv.config_toml("model-of-the-run"))
         db = tmp_path / "runs.db"
         proc = subprocess.Popen(
             [sys.executable, "-m", "parallel_agents", "run", REQUEST, "--template", "api",

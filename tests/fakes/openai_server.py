@@ -125,6 +125,12 @@ class Recorded:
     auth: str = ""
 
 
+def user_prompt(body: dict[str, Any]) -> str:
+    """The user messages of a recorded OpenAI-shaped request body, joined."""
+    return " ".join(m.get("content") or "" for m in body.get("messages", [])
+                    if m.get("role") == "user" and isinstance(m.get("content"), str))
+
+
 def _words(body: dict[str, Any]) -> int:
     total = 0
     for m in body.get("messages", []):
@@ -199,6 +205,12 @@ class FakeLLMServer:
     @property
     def anthropic_base_url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    def config_toml(self, model: str, api_key_env: str = "FAKE_LLM_KEY") -> str:
+        """A parallel-agents.toml whose LLM tasks (naming no model) ask this server for
+        `model`, with the key from `api_key_env`."""
+        return (f'[defaults]\nmodel = "openai:{model}"\n\n[providers.openai]\n'
+                f'base_url = "{self.openai_base_url}"\napi_key_env = "{api_key_env}"\n')
 
     # ---- the app -----------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -113,8 +114,6 @@ def test_a_coordinated_answer_survives_a_restart(tmp_path: Path) -> None:
 
 def _serve(store: Path, cwd: Path) -> tuple[subprocess.Popen, str]:
     import socket
-    import time
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -135,6 +134,18 @@ def _serve(store: Path, cwd: Path) -> tuple[subprocess.Popen, str]:
         time.sleep(0.1)
 
 
+def _wait_for_tasks(base: str, execution_id: str, done, timeout: float = 60) -> None:  # noqa: ANN001
+    """Poll the execution until `done({task: status})` holds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        tasks = {t["id"]: t["status"] for t in
+                 httpx.get(f"{base}/api/execution/{execution_id}").json()["tasks"]}
+        if done(tasks):
+            return
+        assert time.monotonic() < deadline, tasks
+        time.sleep(0.1)
+
+
 def _stop(proc: subprocess.Popen) -> None:
     import signal
 
@@ -144,8 +155,6 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 def test_a_run_cut_off_by_a_server_crash_is_resumed_by_the_cli(tmp_path: Path) -> None:
-    import time
-
     store = tmp_path / "runs.db"
     gate = tmp_path / "go"
     wait_for_gate = (f"import os, time\nfor _ in range(600):\n    if os.path.exists({str(gate)!r}):"
@@ -159,14 +168,9 @@ def test_a_run_cut_off_by_a_server_crash_is_resumed_by_the_cli(tmp_path: Path) -
     try:
         execution_id = httpx.post(base + "/api/execute-parallel",
                                   json={"plan": plan}).json()["execution_id"]
-        deadline = time.monotonic() + 60
-        while True:  # wait until `quick` has succeeded (committed) and `gated` runs
-            tasks = {t["id"]: t["status"] for t in
-                     httpx.get(f"{base}/api/execution/{execution_id}").json()["tasks"]}
-            if tasks == {"quick": "succeeded", "gated": "running"}:
-                break
-            assert time.monotonic() < deadline, tasks
-            time.sleep(0.1)
+        # `quick` has succeeded (committed) and `gated` runs
+        _wait_for_tasks(base, execution_id,
+                        lambda tasks: tasks == {"quick": "succeeded", "gated": "running"})
     finally:
         proc.kill()  # a crash: no shutdown, no final write
         proc.wait(timeout=30)
@@ -206,42 +210,23 @@ def test_a_request_cut_off_by_a_server_crash_gets_its_answer_from_the_cli_resume
     `parallel-agents resume` finishes the request and the gateway then shows the
     coordinator's final response."""
     import sqlite3
-    import textwrap
-    import time
-
-    from tests.fakes.openai_server import FakeLLMServer, Reply
-
-    def prompt(body: dict) -> str:
-        return " ".join(m.get("content") or "" for m in body.get("messages", [])
-                        if m.get("role") == "user" and isinstance(m.get("content"), str))
+    from tests.fakes.openai_server import FakeLLMServer, Reply, user_prompt
 
     store = tmp_path / "runs.db"
     with FakeLLMServer() as llm:
-        llm.handler = lambda body: (Reply.hang(15) if "Audit the backend" in prompt(body)
+        llm.handler = lambda body: (Reply.hang(15) if "Audit the backend" in user_prompt(body)
                                     else Reply.text("built"))
-        (tmp_path / "parallel-agents.toml").write_text(textwrap.dedent(f"""
-            [defaults]
-            model = "openai:served-model"
-
-            [providers.openai]
-            base_url = "{llm.openai_base_url}"
-            api_key_env = "FAKE_LLM_KEY"
-        """))
+        (tmp_path / "parallel-agents.toml").write_text(llm.config_toml("served-model"))
         monkeypatch.setenv("PARALLEL_AGENTS_PLANNER", "keywords")
         monkeypatch.setenv("FAKE_LLM_KEY", "sk-fake-served")
         proc, base = _serve(store, tmp_path)
         try:
             execution_id = httpx.post(base + "/api/execute-parallel", json={
                 "message": "Build a restaurant website with booking"}).json()["execution_id"]
-            deadline = time.monotonic() + 60
-            while True:  # the three first tasks committed, the audit hangs
-                tasks = {t["id"]: t["status"] for t in httpx.get(
-                    f"{base}/api/execution/{execution_id}").json()["tasks"]}
-                if tasks.get("security_audit") == "running" and list(
-                        tasks.values()).count("succeeded") == 3:
-                    break
-                assert time.monotonic() < deadline, tasks
-                time.sleep(0.1)
+            # the three first tasks committed, the audit hangs
+            _wait_for_tasks(base, execution_id, lambda tasks: (
+                tasks.get("security_audit") == "running"
+                and list(tasks.values()).count("succeeded") == 3))
         finally:
             proc.kill()  # a crash: no shutdown, no final write
             proc.wait(timeout=30)

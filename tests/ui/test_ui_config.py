@@ -187,14 +187,7 @@ def configured_server(tmp_path):  # noqa: ANN201 - the fake server the config fi
 
     with FakeLLMServer() as srv:
         srv.default = Reply.text("configured answer")
-        (tmp_path / "parallel-agents.toml").write_text(textwrap.dedent(f"""
-            [defaults]
-            model = "openai:configured-model"
-
-            [providers.openai]
-            base_url = "{srv.openai_base_url}"
-            api_key_env = "FAKE_LLM_KEY"
-        """))
+        (tmp_path / "parallel-agents.toml").write_text(srv.config_toml("configured-model"))
         yield srv
 
 
