@@ -186,36 +186,6 @@ def test_cache_key_ignores_scheduling_fields_but_not_the_work():
     assert cache_key(base, {"a": 1}) != cache_key(base, {"a": 2})
 
 
-def test_list_fits_an_80_column_terminal(tmp_path):
-    """Ids and statuses are shown whole in a narrow terminal; a long plan name gives way."""
-    import pty
-    import re
-
-    plan = write_plan(tmp_path / "p.yaml", {**ECHO, "name": "a-plan-name-long-enough-to-squeeze"})
-    run_id = json.loads(cli("run", str(plan), "--json", "-q", cwd=tmp_path).stdout)["run_id"]
-    main, child = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "parallel_agents", "list"], cwd=tmp_path,
-                            stdin=child, stdout=child, stderr=child, close_fds=True,
-                            env={**os.environ, "COLUMNS": "80", "LINES": "24"})
-    os.close(child)
-    chunks = []
-    while True:
-        try:
-            chunk = os.read(main, 4096)
-        except OSError:  # the child closed the terminal
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    assert proc.wait(timeout=60) == 0
-    os.close(main)
-    text = re.sub(r"\x1b\[[0-9;]*m", "", b"".join(chunks).decode())
-    lines = [line for line in text.splitlines() if line.strip()]
-    assert max(len(line) for line in lines) <= 80
-    row = next(line for line in lines if run_id in line)
-    assert "succeeded" in row and " a-plan-…" in row
-
-
 def test_command_tasks_that_read_their_task_are_not_served_each_others_output(tmp_path):
     """Three tasks run the same program, which answers from the task it reads on stdin (as
     examples/agents/build.py does): each keeps its own output from the cache, and a changed

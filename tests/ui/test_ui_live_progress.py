@@ -4,51 +4,17 @@ from __future__ import annotations
 
 import json
 import re
-import os
-import pty
-import select
-import subprocess
 import sys
-import time
 
-import pyte
-
-from ui_helpers import RESTAURANT, ROOT, cli_env, run_cli
+from ui_helpers import RESTAURANT, cli_env, run_cli, run_in_pty
 
 COLS, ROWS = 120, 40
 
 
 def _run_in_pty(*args: str, scale: str) -> tuple[list[str], str, str, int]:
-    """Run the CLI with stderr on a pty (stdout on a pipe). Returns screen snapshots taken
-    while it ran, the final screen, stdout, and the exit code."""
-    master, slave = pty.openpty()
-    env = cli_env(PARALLEL_AGENTS_EXAMPLE_SCALE=scale, TERM="xterm-256color",
-                  COLUMNS=str(COLS), LINES=str(ROWS))
-    proc = subprocess.Popen([sys.executable, "-m", "parallel_agents", *args], cwd=ROOT,
-                            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=slave)
-    os.close(slave)
-    screen = pyte.Screen(COLS, ROWS)
-    stream = pyte.ByteStream(screen)
-    snapshots: list[str] = []
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([master], [], [], 0.1)
-        if ready:
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:  # the child closed the terminal
-                break
-            if not chunk:
-                break
-            stream.feed(chunk)
-            snapshots.append("\n".join(screen.display))
-        elif proc.poll() is not None:
-            break
-    os.close(master)
-    stdout = proc.stdout.read().decode() if proc.stdout else ""
-    code = proc.wait(timeout=30)
-    return snapshots, "\n".join(screen.display), stdout, code
+    """The CLI with stderr on a COLS x ROWS pty (see `run_in_pty`)."""
+    return run_in_pty(*args, cols=COLS, rows=ROWS,
+                      env=cli_env(PARALLEL_AGENTS_EXAMPLE_SCALE=scale))
 
 
 def test_live_display_shows_running_tasks_counts_pools_and_eta_then_the_summary() -> None:
@@ -143,30 +109,9 @@ finally:
 def test_progress_messages_and_cost_so_far_on_the_live_screen(tmp_path) -> None:
     script = tmp_path / "live.py"
     script.write_text(LIVE_SCRIPT)
-    master, slave = pty.openpty()
-    proc = subprocess.Popen([sys.executable, str(script)], cwd=ROOT, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=slave,
-                            env=cli_env(TERM="xterm-256color", COLUMNS=str(COLS),
-                                        LINES=str(ROWS)))
-    os.close(slave)
-    screen = pyte.Screen(COLS, ROWS)
-    stream = pyte.ByteStream(screen)
-    snapshots = []
-    while True:
-        ready, _, _ = select.select([master], [], [], 0.1)
-        if ready:
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:
-                break
-            if not chunk:
-                break
-            stream.feed(chunk)
-            snapshots.append("\n".join(screen.display))
-        elif proc.poll() is not None:
-            break
-    os.close(master)
-    assert proc.wait(timeout=30) == 0
+    snapshots, _, _, code = run_in_pty(cols=COLS, rows=ROWS, program=[sys.executable,
+                                                                     str(script)])
+    assert code == 0
     joined = "\n".join(snapshots)
     # Two slots in the pool: two rows with their latest progress message, one task queued.
     assert re.search(r"t0\s+llm\s+function\s+[0-9.]+s\s+step [123]/3 of t0", joined), joined
@@ -174,3 +119,17 @@ def test_progress_messages_and_cost_so_far_on_the_live_screen(tmp_path) -> None:
     # Cost so far grows as priced tasks finish: $0.25 after the first two, $0.50 later.
     assert "cost $0.5000" in joined
     assert "cost $0.7500" not in joined or "3/3 done" in joined
+
+
+def test_list_fits_an_80_column_terminal(tmp_path) -> None:
+    """Ids and statuses are shown whole in a narrow terminal; a long plan name gives way."""
+    plan = tmp_path / "p.yaml"
+    plan.write_text("name: a-plan-name-long-enough-to-squeeze\n"
+                    "tasks:\n  - {id: a, command: [python, -c, 'print(1)']}\n")
+    env = cli_env(PARALLEL_AGENTS_STORE=str(tmp_path / "runs.db"))
+    ran = run_cli("run", str(plan), "--json", "-q", env=env)
+    run_id = json.loads(ran.stdout)["run_id"]
+    _, screen, _, code = run_in_pty("list", cols=80, rows=10, env=env, on_pty="stdout")
+    assert code == 0
+    row = next(line for line in screen.splitlines() if run_id in line)
+    assert "succeeded" in row and " a-plan-…" in row
