@@ -340,3 +340,25 @@ def test_time_queued_for_a_model_that_serves_one_call_at_a_time_is_not_work(
     assert result.speedup < 1.4
     longest = max(result.tasks.values(), key=lambda r: r.history[-1].waited)
     assert result.to_dict()["tasks"][longest.id]["history"][-1]["waited_seconds"] > 0.2
+
+
+def test_a_cached_llm_task_leaves_its_files_in_the_new_runs_workspace(tmp_path: Path) -> None:
+    """Served from the cache, a task that wrote files leaves them where running it would
+    have: they are restored from the checkpoint taken after it in the first run."""
+    from parallel_agents.store import RunStore
+
+    provider = scripted(call("write_file", path="docs/api.md", content="# The API\n"),
+                        answer("Documented the API."))
+    plan = pa.Plan(tasks=[llm_task(cache=True)], prices=PRICES)
+    with RunStore(tmp_path / "runs.db") as store:
+        first = asyncio.run(pa.Executor(store=store, providers={"scripted": provider})
+                            .execute(plan))
+        again = asyncio.run(pa.Executor(store=store, providers={"scripted": provider})
+                            .execute(plan))
+        first_ws, again_ws = (Path(store.run_workspace(r.run_id))
+                              for r in (first, again))
+    assert first.status == again.status == "succeeded"
+    assert again.tasks["t"].cached and len(provider.requests) == 2  # not asked again
+    assert first_ws != again_ws
+    assert (again_ws / "docs/api.md").read_text() == "# The API\n"
+    assert again.tasks["t"].files == [str((again_ws / "docs/api.md").resolve())]

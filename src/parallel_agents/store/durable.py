@@ -20,7 +20,7 @@ from ..plan import Plan
 from ..results import AttemptRecord, RunResult, TaskResult
 from .cache import cache_key
 from .sqlite import TASKS_FROM_TABLES, CommitFuture, RunBatch, RunStore, StoredRun, _dumps
-from .workspace import Workspace
+from .workspace import Workspace, blobs_after
 
 __all__ = ["DurableRun", "RunOptions", "plan_from_store"]
 
@@ -416,7 +416,44 @@ class DurableRun:
             return key, None, 0.0
         self.store.submit("cache_hit", (key,))
         return key, TaskOutput(output=hit["output"], usage=hit["usage"], cost_usd=0.0,
-                               files=hit["files"]), float(hit["seconds"])
+                               files=self._restore_files(hit)), float(hit["seconds"])
+
+    def _restore_files(self, hit: dict[str, Any]) -> list[str]:
+        """Put the files the cached task wrote back into this run's workspace, as the
+        checkpoint taken after it ran holds them: served from the cache, the task leaves
+        what a run of it would have left. Returns its file list as it reads in this run;
+        a file that cannot be restored (outside its workspace, or not in a checkpoint any
+        more) keeps its old name."""
+        files = [str(name) for name in hit.get("files") or []]
+        source = self.store.run_workspace(hit["run_id"]) if files else None
+        if source is None:
+            return files
+        src = Path(source)
+        rels: dict[str, str] = {}
+        for name in files:
+            path = Path(name)
+            try:
+                rel = path.resolve().relative_to(src.resolve()) if path.is_absolute() else path
+            except (OSError, ValueError):
+                continue
+            if ".." not in rel.parts:
+                rels[name] = rel.as_posix()
+        blobs = blobs_after(src, hit["task_id"], list(rels.values()))
+        restored = []
+        for name in files:
+            rel = rels.get(name)
+            if rel is None or rel not in blobs:
+                restored.append(name)
+                continue
+            target = self.workspace_path / rel
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(blobs[rel])
+            except OSError:
+                restored.append(name)
+                continue
+            restored.append(str(target) if Path(name).is_absolute() else rel)
+        return restored
 
     def commit_success(self, task_id: str, record: AttemptRecord, result: TaskResult,
                        key: str | None, cached: bool, original_cost: float) -> asyncio.Future[None]:

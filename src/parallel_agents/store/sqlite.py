@@ -1116,6 +1116,11 @@ class RunStore:
             "COALESCE((SELECT MAX(last_seq) FROM event_groups WHERE run_id = ?), 0))",
             (run_id, run_id, run_id))[0][0]
 
+    def run_workspace(self, run_id: str) -> str | None:
+        """The workspace directory a run used (None if the run or its workspace is unknown)."""
+        rows = self._query("SELECT workspace FROM runs WHERE id = ?", (run_id,))
+        return rows[0][0] if rows else None
+
     def cache_get(self, key: str) -> dict[str, Any] | None:
         rows = self._query("SELECT run_id, task_id, output_json, usage_json, cost_usd, files_json,"
                            " seconds FROM cache WHERE key = ?", (key,))

@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-__all__ = ["Workspace", "COORDINATION_FILES", "CHECKPOINT_DIR", "files_after"]
+__all__ = ["Workspace", "COORDINATION_FILES", "CHECKPOINT_DIR", "blobs_after", "files_after"]
 
 COORDINATION_FILES = ("scratchpad.md", "activity_log.md", "project_state.yaml")
 CHECKPOINT_DIR = ".checkpoints"
@@ -446,11 +446,11 @@ class Workspace:
         return {"checkpoint": self._seq, "removed": sorted(removed), "restored": sorted(restored)}
 
 
-def files_after(root: Path, task_id: str, paths: list[str]) -> dict[str, str]:
-    """The text of `paths` (relative to the workspace `root`) as the checkpoint taken after
-    `task_id` holds them: what the task left, even if a later task overwrote a file. A path
-    the checkpoint lacks, or whose content is not UTF-8 text, is left out; so is everything
-    if no checkpoint names the task (e.g. a workspace from before checkpoints)."""
+def blobs_after(root: Path, task_id: str, paths: list[str]) -> dict[str, bytes]:
+    """The content of `paths` (relative to the workspace `root`) as the checkpoint taken
+    after `task_id` holds them: what the task left, even if a later task overwrote a file.
+    A path the checkpoint lacks is left out; so is everything if no checkpoint names the
+    task (e.g. a workspace from before checkpoints, or one that was deleted)."""
     ckpt_dir = Path(root) / CHECKPOINT_DIR
     label = f"after:{task_id}"
     found: dict[str, list[Any]] | None = None
@@ -466,7 +466,7 @@ def files_after(root: Path, task_id: str, paths: list[str]) -> dict[str, str]:
         if label in labels:
             found = record.get("files") or {}
             break
-    out: dict[str, str] = {}
+    out: dict[str, bytes] = {}
     if found is None:
         return out
     for rel in paths:
@@ -475,8 +475,19 @@ def files_after(root: Path, task_id: str, paths: list[str]) -> dict[str, str]:
             continue
         digest = entry[0]
         try:
-            out[rel] = (ckpt_dir / "objects" / digest[:2] / digest).read_text("utf-8")
-        except (OSError, UnicodeDecodeError):
+            out[rel] = (ckpt_dir / "objects" / digest[:2] / digest).read_bytes()
+        except OSError:
+            continue
+    return out
+
+
+def files_after(root: Path, task_id: str, paths: list[str]) -> dict[str, str]:
+    """`blobs_after` as text; a file whose content is not UTF-8 is left out."""
+    out: dict[str, str] = {}
+    for rel, data in blobs_after(root, task_id, paths).items():
+        try:
+            out[rel] = data.decode("utf-8")
+        except UnicodeDecodeError:
             continue
     return out
 
