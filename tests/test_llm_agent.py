@@ -316,25 +316,37 @@ def test_tasks_run_in_parallel(tmp_path: Path) -> None:
 
 def test_time_queued_for_a_model_that_serves_one_call_at_a_time_is_not_work(
         tmp_path: Path) -> None:
-    """Three tasks share a provider that serves one call at a time (as the embedded local
-    model does) and says how long each call queued: the run's serial time leaves the queueing
-    out, so the speedup is about 1x, not the 3x the overlapping wall times would claim."""
+    """Tasks share a provider that serves one call at a time (as the embedded local model
+    does) and counts how long each call queued (`note_wait`): the run's serial time leaves
+    the queueing out, so the speedup is about 1x, not the 3x the overlapping wall times would
+    claim; a task that times out while it queues did no work at all."""
+    from parallel_agents.providers.base import note_wait
+
     busy = asyncio.Lock()
     call_seconds = 0.15
 
     async def one_at_a_time(request: ChatRequest) -> ChatResponse:
-        asked = asyncio.get_running_loop().time()
-        async with busy:
-            queued = asyncio.get_running_loop().time() - asked
-            await asyncio.sleep(call_seconds)
-        return ChatResponse(text="done", usage=Usage(10, 1), queued_seconds=queued)
+        loop = asyncio.get_running_loop()
+        asked, served = loop.time(), None
+        try:
+            async with busy:
+                served = loop.time()
+                await asyncio.sleep(call_seconds)
+        finally:  # also when cancelled while queued
+            note_wait((served if served is not None else loop.time()) - asked)
+        return ChatResponse(text="done", usage=Usage(10, 1))
 
-    plan = pa.Plan(tasks=[pa.Task(id=f"t{i}", prompt="Go.", model="scripted:m",
-                                  max_iterations=1) for i in range(3)])
+    plan = pa.Plan(tasks=[
+        *(pa.Task(id=f"t{i}", prompt="Go.", model="scripted:m", max_iterations=1)
+          for i in range(3)),
+        pa.Task(id="late", prompt="Go.", model="scripted:m", max_iterations=1,
+                timeout_sec=0.2, max_retries=0, priority="low")])
     result = asyncio.run(pa.Executor(providers={"scripted": FunctionProvider(one_at_a_time)},
                                      workspace=tmp_path).execute(plan))
-    assert result.status == "succeeded"
-    waits = sorted(r.history[-1].waited for r in result.tasks.values())
+    assert [result.tasks[f"t{i}"].status for i in range(3)] == ["succeeded"] * 3
+    late = result.tasks["late"].history[-1]
+    assert late.outcome == "timeout" and late.waited == pytest.approx(late.duration, abs=0.02)
+    waits = sorted(result.tasks[f"t{i}"].history[-1].waited for i in range(3))
     assert waits[0] < 0.05 and waits[2] > 1.5 * call_seconds  # the last one queued twice
     assert result.serial_seconds == pytest.approx(3 * call_seconds, abs=0.12)
     assert result.speedup < 1.4
@@ -362,3 +374,71 @@ def test_a_cached_llm_task_leaves_its_files_in_the_new_runs_workspace(tmp_path: 
     assert first_ws != again_ws
     assert (again_ws / "docs/api.md").read_text() == "# The API\n"
     assert again.tasks["t"].files == [str((again_ws / "docs/api.md").resolve())]
+
+
+def test_waiting_is_remembered_across_a_resume(tmp_path: Path) -> None:
+    """The store keeps each attempt's waiting time: re-finishing the run with `resume` gives
+    the same serial time, not one that counts the queueing as work again."""
+    from parallel_agents.providers.base import note_wait
+    from parallel_agents.store import RunStore
+
+    busy = asyncio.Lock()
+
+    async def one_at_a_time(request: ChatRequest) -> ChatResponse:
+        loop = asyncio.get_running_loop()
+        asked = loop.time()
+        async with busy:
+            note_wait(loop.time() - asked)
+            await asyncio.sleep(0.1)
+        return ChatResponse(text="done", usage=Usage(10, 1))
+
+    providers = {"scripted": FunctionProvider(one_at_a_time)}
+    plan = pa.Plan(tasks=[pa.Task(id=f"t{i}", prompt="Go.", model="scripted:m",
+                                  max_iterations=1) for i in range(3)])
+    with RunStore(tmp_path / "runs.db") as store:
+        first = asyncio.run(pa.Executor(store=store, providers=providers).execute(plan))
+        again = asyncio.run(pa.Executor(store=store, providers=providers).resume(first.run_id))
+    assert sum(r.history[-1].waited for r in first.tasks.values()) > 0.25
+    assert again.serial_seconds == pytest.approx(first.serial_seconds, abs=0.01)
+    assert [a.waited for r in again.tasks.values() for a in r.history] == [
+        a.waited for r in first.tasks.values() for a in r.history]
+
+
+def test_a_cached_task_gets_its_own_runs_files_back_in_a_shared_workspace(
+        tmp_path: Path) -> None:
+    """Runs may share a workspace (`workspace=`): the files a cached task gets back are those
+    of the run that produced the cached answer, and a symlink cannot lead them out of the
+    workspace."""
+    from parallel_agents.store import RunStore
+
+    def writer(request: ChatRequest) -> ChatResponse:
+        version = "v1" if "first" in request.messages[1].content else "v2"
+        if not any(m.role == "tool" for m in request.messages):
+            return call("write_file", path="docs/api.md", content=f"{version}\n")
+        return answer(f"wrote {version}")
+
+    providers = {"scripted": FunctionProvider(writer)}
+
+    def plan(prompt: str) -> pa.Plan:
+        return pa.Plan(tasks=[llm_task(prompt=prompt, cache=True, max_iterations=2)])
+
+    shared, elsewhere = tmp_path / "shared", tmp_path / "elsewhere"
+    with RunStore(tmp_path / "runs.db") as store:
+        def run_in(ws: Path, prompt: str) -> pa.RunResult:
+            return asyncio.run(pa.Executor(store=store, providers=providers, workspace=ws)
+                               .execute(plan(prompt)))
+
+        assert run_in(shared, "the first version").tasks["t"].output == "wrote v1"
+        assert run_in(shared, "the second version").tasks["t"].output == "wrote v2"
+        (shared / "docs/api.md").write_text("edited by hand\n")
+        third = run_in(shared, "the second version")
+        assert third.tasks["t"].cached
+        assert (shared / "docs/api.md").read_text() == "v2\n"  # run 2's, not run 1's
+        # A workspace whose docs/ leads elsewhere: the file is not written through it.
+        trap = tmp_path / "trap"
+        elsewhere.mkdir()
+        trap.mkdir()
+        (trap / "docs").symlink_to(elsewhere, target_is_directory=True)
+        fourth = run_in(trap, "the first version")
+    assert fourth.tasks["t"].cached
+    assert not (elsewhere / "api.md").exists()

@@ -50,7 +50,7 @@ from .backends.local import LocalBackend
 from .events import Event, EventBus, EventKind
 from .plan import STRATEGIES, Plan, Strategy
 from .pricing import PriceTable, sum_usage
-from .providers.base import Provider, split_model
+from .providers.base import Provider, attempt_wait_meter, split_model
 from .results import AttemptRecord, RunResult, TaskResult
 from .roles import default_model, llm_settings, run_default_model
 from .store import DurableRun, RunOptions, RunStore, StoredRun, plan_from_store
@@ -658,6 +658,9 @@ class _Run:
         result = self.results[task_id]
         event: TaskSucceeded | TaskFailed | TaskCancelled
         key, hit, attempt_cost = None, None, 0.0
+        # What the attempt waits for shared resources (not work; see providers.note_wait).
+        # Set in this attempt's own task context; the direct function path waits for none.
+        waits = None if agent is self._direct_agent else attempt_wait_meter()
         try:
             if agent is None:
                 raise TaskError(f"no agent for tasks of kind {task.kind!r}", retryable=False)
@@ -717,7 +720,6 @@ class _Run:
             if hit is not None:
                 result.cached = True
             if isinstance(output, TaskOutput):
-                record.waited = output.waited_seconds
                 attempt_cost = output.cost_usd
                 result.usage = _add_usage(result.usage, output.usage)
                 result.cost_usd += output.cost_usd
@@ -727,6 +729,8 @@ class _Run:
             result.status = "succeeded"
             result.error = None
             event = TaskSucceeded(task_id)
+        if waits is not None and waits[0]:
+            record.waited = min(waits[0], record.duration)
         if self.durable is not None:
             if type(event) is TaskSucceeded:
                 # This asyncio task ends here: drop it now rather than keep 10^4 finished
@@ -759,8 +763,6 @@ class _Run:
         """A failed LLM attempt may have paid for calls: count them in the totals."""
         partial = getattr(exc, "partial_output", None)
         if isinstance(partial, TaskOutput):
-            if result.history:
-                result.history[-1].waited = partial.waited_seconds
             result.usage = _add_usage(result.usage, partial.usage)
             result.cost_usd += partial.cost_usd
     # -- durability (store/) -------------------------------------------------------------
@@ -926,6 +928,8 @@ def _json_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
 def _success_data(record: AttemptRecord, result: TaskResult) -> dict[str, Any]:
     """The data of a task_succeeded event."""
     data: dict[str, Any] = {"duration": round(record.duration, 6)}
+    if record.waited:
+        data["waited"] = round(record.waited, 6)  # of the duration: not work
     if result.usage or result.cost_usd:
         data["cost_usd"] = round(result.cost_usd, 8)  # the live display sums it
         data["usage"] = dict(result.usage)

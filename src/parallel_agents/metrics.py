@@ -4,7 +4,9 @@ Definitions (the same in the CLI, the API and the reports):
 
 - makespan: wall time from run start to the end of its last task.
 - serial time: the sum of every attempt's duration, i.e. what one worker doing everything
-  one after another would have spent (retries included, backoff waits excluded).
+  one after another would have spent (retries included; backoff waits, and the time an
+  attempt queued for a shared resource such as a model serving one call at a time,
+  excluded: alone, a worker would not have waited).
 - critical path: the longest dependency chain, weighting each task by its measured busy time.
 - lower bound: max(critical path, per pool: busy time / slots, total busy / max_workers).
   No schedule can beat it, so `efficiency = lower bound / makespan` (1.0 is optimal).

@@ -104,9 +104,9 @@ class RunView:
                 self.running[t].message = e.message or ""
         elif k in ("task_succeeded", "task_retrying", "task_failed", "task_cancelled"):
             r = self.running.pop(t, None)
-            if r is not None:
-                self.busy_done += max(0.0, e.time - r.started)
             data = e.data or {}
+            if r is not None:  # its time waiting for a shared model is not work
+                self.busy_done += max(0.0, e.time - r.started - float(data.get("waited") or 0))
             if k == "task_succeeded":
                 self.status[t] = "succeeded"
                 self.observed[t] = float(data.get("duration", 0.0 if r is None else

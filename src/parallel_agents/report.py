@@ -137,6 +137,13 @@ def _sim_plan(plan_dict: dict[str, Any], pools: dict[str, Any] | None = None) ->
         raise UsageError(f"the run record's plan is invalid: {exc}") from None
 
 
+def _busy(attempt: dict[str, Any]) -> float:
+    """An attempt's recorded time at work: its duration less what it waited for a shared
+    resource (`waited_seconds`)."""
+    end = attempt.get("finished_at") or attempt["started_at"]
+    return max(0.0, end - attempt["started_at"] - float(attempt.get("waited_seconds") or 0))
+
+
 def _replay_inputs(run: dict[str, Any], plan: Plan) -> tuple[
         Callable[[str, int], float], dict[str, int]]:
     """Recorded durations per attempt, and how many attempts failed, for a faithful replay."""
@@ -146,8 +153,7 @@ def _replay_inputs(run: dict[str, Any], plan: Plan) -> tuple[
         h = [a for a in history.get(task_id, []) if a.get("finished_at") is not None]
         if not h:
             return plan.task(task_id).estimated_seconds
-        a = h[min(attempt, len(h)) - 1]
-        return max(0.0, a["finished_at"] - a["started_at"])
+        return _busy(h[min(attempt, len(h)) - 1])
 
     failing = {}
     for tid, h in history.items():
@@ -387,7 +393,7 @@ def render_html(r: ReportData) -> str:
         t = run["tasks"][tid]
         tasks += (f"<tr><td>{_esc(tid)}</td><td>{_esc(pool)}</td><td>{_esc(t['status'])}</td>"
                   f"<td class=num>{t.get('attempts', len(t.get('history') or []))}</td>"
-                  f"<td class=num>{sum((a.get('finished_at') or a['started_at']) - a['started_at'] for a in t.get('history') or []):.2f}s</td>"  # noqa: E501
+                  f"<td class=num>{sum(_busy(a) for a in t.get('history') or []):.2f}s</td>"
                   f"<td>{_esc((t.get('error') or '')[:200])}</td></tr>")
     ifs = ""
     measured = float(run["makespan_seconds"])

@@ -72,7 +72,8 @@ class TaskResult:
 
     @property
     def busy_seconds(self) -> float:
-        return sum(a.duration for a in self.history)
+        """Time its attempts worked (their waits for shared resources left out)."""
+        return sum(a.busy for a in self.history)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {

@@ -28,10 +28,6 @@ class TaskOutput:
     usage: dict[str, int] = field(default_factory=dict)
     cost_usd: float = 0.0
     files: list[str] = field(default_factory=list)
-    #: Seconds of the attempt spent waiting for a shared resource rather than working (an
-    #: LLM call queued for a local model that serves one call at a time). The run's serial
-    #: time, speedup and critical path leave it out: one worker alone would not have waited.
-    waited_seconds: float = 0.0
 
 
 @dataclass(slots=True)

@@ -246,7 +246,6 @@ class LLMAgent(Agent):
         usage = Usage()
         cost = 0.0
         calls = 0
-        waited = 0.0  # seconds the calls queued for the provider (see TaskOutput)
         input_scale = 1.0
         text = ""
         # (tool, canonical arguments) -> result: a repeated call is answered from here
@@ -255,7 +254,7 @@ class LLMAgent(Agent):
         idle = 0  # iterations in a row whose calls were all errors
 
         async def complete(request: ChatRequest, key: tuple[str, int, Any]) -> ChatResponse:
-            nonlocal usage, cost, calls, input_scale, waited
+            nonlocal usage, cost, calls, input_scale
             estimate = estimate_prompt_tokens(request)
             if budget is not None:
                 worst = prices.worst_case(runs_as, math.ceil(estimate * input_scale),
@@ -272,7 +271,6 @@ class LLMAgent(Agent):
                     budget.release(key)
                 raise
             calls += 1
-            waited += response.queued_seconds
             if response.usage.input_tokens > estimate * input_scale:
                 # The tokenizer counts more than our estimate: scale later estimates so
                 # only this one call can have overshot its reservation.
@@ -364,10 +362,10 @@ class LLMAgent(Agent):
         except Exception as exc:
             # Money already spent on a failed attempt still counts in the run's totals.
             exc.partial_output = TaskOutput(None, usage.to_dict(), cost,  # type: ignore[attr-defined]
-                                            list(workspace.written), waited)
+                                            list(workspace.written))
             raise
         return TaskOutput(output=output, usage={**usage.to_dict(), "calls": calls},
-                          cost_usd=cost, files=list(workspace.written), waited_seconds=waited)
+                          cost_usd=cost, files=list(workspace.written))
 
 
 def _call_signature(name: str, arguments: Mapping[str, Any]) -> str:

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._exceptions import NonRetryableError, TaskError, UsageError
 from ..agents import TaskContext
+from ..providers.base import note_wait, waits_measured
 from ..roles import default_model, run_default_model
 from . import Backend
 
@@ -119,7 +120,8 @@ class _PoolWorker:
                           _report=report)
         # The driver's run default model (`roles.default_model()` there): the worker's own
         # environment may name another one. The attempt's asyncio task copies it.
-        with run_default_model(model):
+        # What it waits for (a model serving one call at a time) goes back to the driver.
+        with run_default_model(model), waits_measured() as waits:
             work = asyncio.ensure_future(agent.run(task, ctx))
         getter: asyncio.Future[Any] | None = None
         try:
@@ -133,6 +135,8 @@ class _PoolWorker:
                 getter = None
             while not reports.empty():
                 yield ("progress", *reports.get_nowait())
+            if waits[0]:
+                yield ("waited", waits[0])
             exc = None if work.cancelled() else work.exception()
             if work.cancelled():
                 yield ("raised", TaskError("the attempt was cancelled on the Ray worker"))
@@ -440,6 +444,8 @@ class RayBackend(Backend):
                     item = await item_ref
                     if item[0] == "progress":
                         ctx.progress(item[1], item[2])
+                    elif item[0] == "waited":
+                        note_wait(item[1])
                     elif item[0] == "raised":
                         raise item[1]
                     else:

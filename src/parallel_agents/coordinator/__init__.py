@@ -410,7 +410,7 @@ class Coordinator:
             if task.status == "succeeded" and task_id not in snapshots and task.files:
                 rels = [rel for rel in (_relative(name, workspace) for name in task.files)
                         if rel is not None]
-                snapshots[task_id] = files_after(workspace, task_id, rels)
+                snapshots[task_id] = files_after(workspace, task_id, rels, run_id)
         return self._stored(executor, await self._finish(decomposition, result, workspace,
                                                          snapshots))
 

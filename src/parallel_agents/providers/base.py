@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -27,6 +29,9 @@ __all__ = [
     "ProviderError",
     "FunctionProvider",
     "split_model",
+    "note_wait",
+    "waits_measured",
+    "attempt_wait_meter",
 ]
 
 
@@ -106,7 +111,7 @@ class ChatResponse:
     model: str = ""
     finish_reason: str = "stop"  # stop | length | tool_calls
     #: Seconds the call waited for the provider before it was served (a shared local model
-    #: serves one call at a time): not work, so the run's serial time leaves it out.
+    #: serves one call at a time). The provider also counts it with `note_wait`.
     queued_seconds: float = 0.0
 
 
@@ -164,6 +169,40 @@ class FunctionProvider(Provider):
             words = sum(len(m.content.split()) for m in request.messages)
             return ChatResponse(text=out, usage=Usage(words, len(out.split())), model=request.model)
         return out  # type: ignore[return-value]
+
+
+# Seconds the current attempt spent waiting for a shared resource rather than working (a
+# call queued for a model that serves one call at a time). The executor opens a meter per
+# attempt (`waits_measured`); whoever makes an attempt wait says how long (`note_wait`).
+_waits: ContextVar[list[float] | None] = ContextVar("parallel_agents_waits", default=None)
+
+
+def note_wait(seconds: float) -> None:
+    """Count `seconds` the current attempt waited (not worked): the run's serial time,
+    speedup and critical path leave it out. Outside an attempt, nothing happens."""
+    meter = _waits.get()
+    if meter is not None and seconds > 0:
+        meter[0] += seconds
+
+
+def attempt_wait_meter() -> list[float]:
+    """Open the meter of the attempt running in the current asyncio task (the executor does,
+    at the start of each attempt: a task has its own context, so it needs no reset)."""
+    meter = [0.0]
+    _waits.set(meter)
+    return meter
+
+
+@contextmanager
+def waits_measured() -> Iterator[list[float]]:
+    """A meter (`[seconds]`) that `note_wait` fills in this block and in the asyncio tasks
+    created in it."""
+    meter = [0.0]
+    token = _waits.set(meter)
+    try:
+        yield meter
+    finally:
+        _waits.reset(token)
 
 
 def split_model(spec: str) -> tuple[str, str]:

@@ -44,7 +44,15 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from .base import ChatRequest, ChatResponse, Provider, ProviderError, ToolCall, Usage
+from .base import (
+    ChatRequest,
+    ChatResponse,
+    Provider,
+    ProviderError,
+    ToolCall,
+    Usage,
+    note_wait,
+)
 
 __all__ = ["FINAL_ANSWER", "LocalProvider", "bundled_model_path"]
 
@@ -367,14 +375,21 @@ class LocalProvider(Provider):
     async def complete(self, request: ChatRequest) -> ChatResponse:
         model = self.model
         loop = asyncio.get_running_loop()
-        waited = [time.monotonic()]  # when asked; then how long it waited to be served
-        response = await loop.run_in_executor(_WORKER, self._complete_sync, model, request,
-                                              waited)
-        response.queued_seconds = waited[0]
+        asked = time.monotonic()
+        served: list[float] = []  # when the worker thread got the model's lock
+        try:
+            response = await loop.run_in_executor(_WORKER, self._complete_sync, model,
+                                                  request, served)
+        finally:
+            # Queued behind other tasks' calls (also when this one failed or was cancelled
+            # while it waited): not work.
+            waited = max(0.0, (served[0] if served else time.monotonic()) - asked)
+            note_wait(waited)
+        response.queued_seconds = waited
         return response
 
     def _complete_sync(self, model: _Model, request: ChatRequest,
-                       waited: list[float] | None = None) -> ChatResponse:
+                       served: list[float] | None = None) -> ChatResponse:
         grammar_schema: dict[str, Any] | None = None
         if request.tools:
             grammar_schema = action_schema(request)
@@ -390,8 +405,8 @@ class LocalProvider(Provider):
         seed = SEED + failures
         temperature = request.temperature if failures == 0 else max(request.temperature, 0.7)
         with model.lock:
-            if waited is not None:  # the worker thread and the lock: other tasks' calls ran
-                waited[0] = max(0.0, time.monotonic() - waited[0])
+            if served is not None:
+                served.append(time.monotonic())
             llama = model.get()
             grammar = None
             if grammar_schema is not None:

@@ -8,6 +8,7 @@ executor emits `task_succeeded` and tells the scheduler; resume then trusts the 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,8 @@ from typing import Any
 
 from .._exceptions import StoreError, UsageError
 from ..agents import TaskOutput
+from ..agents.tools import Workspace as FileArea
+from ..agents.tools import WorkspaceError
 from ..events import Event
 from ..plan import Plan
 from ..results import AttemptRecord, RunResult, TaskResult
@@ -196,7 +199,7 @@ class DurableRun:
             for a in attempts:
                 record = AttemptRecord(attempt=a.attempt, started_at=a.started_at,
                                        finished_at=a.finished_at, outcome=a.outcome,
-                                       error=a.error)
+                                       error=a.error, waited=a.waited)
                 if a.outcome == "running" and tid not in saved.outputs:
                     record.outcome = "interrupted"
                     record.finished_at = max(died, a.started_at)
@@ -397,10 +400,11 @@ class DurableRun:
         if self._batched:
             (self._batch or self._open_batch()).attempt_end.append(
                 (self.run_id, task_id, record.attempt, record.started_at, record.finished_at,
-                 record.outcome, record.error))
+                 record.outcome, record.error, record.waited or None))
             return
         self.store.submit("attempt_end", (self.run_id, task_id, record.attempt, record.started_at,
-                                          record.finished_at, record.outcome, record.error))
+                                          record.finished_at, record.outcome, record.error,
+                                          record.waited or None))
 
     # -- the cache -----------------------------------------------------------------------
     def caches(self, task: Any) -> bool:
@@ -438,18 +442,24 @@ class DurableRun:
                 continue
             if ".." not in rel.parts:
                 rels[name] = rel.as_posix()
-        blobs = blobs_after(src, hit["task_id"], list(rels.values()))
+        blobs = blobs_after(src, hit["task_id"], list(rels.values()), hit["run_id"])
+        # Written as an LLM's write_file would: nothing outside the workspace, symlinks
+        # included, and a file is replaced whole or not at all.
+        workspace = FileArea(self.workspace_path)
         restored = []
         for name in files:
             rel = rels.get(name)
             if rel is None or rel not in blobs:
                 restored.append(name)
                 continue
-            target = self.workspace_path / rel
             try:
+                target = workspace.resolve(rel)
                 target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(blobs[rel])
-            except OSError:
+                target = workspace.resolve(rel)  # again: a symlinked parent made meanwhile
+                tmp = target.with_name(f".{target.name}.{os.getpid()}.restore")
+                tmp.write_bytes(blobs[rel])
+                os.replace(tmp, target)
+            except (OSError, WorkspaceError):
                 restored.append(name)
                 continue
             restored.append(str(target) if Path(name).is_absolute() else rel)
@@ -471,7 +481,7 @@ class DurableRun:
             usage, files = result.usage or None, result.files or None
             batch.success.append((self.run_id, task_id, record.attempt, result.output, usage,
                                   result.cost_usd, files, key, cached, now, record.started_at,
-                                  record.finished_at))
+                                  record.finished_at, record.waited))
             if key is not None and not cached:
                 batch.cache_put.append((key, self.run_id, task_id, result.output, usage,
                                         original_cost, files, record.duration, now))
@@ -482,7 +492,7 @@ class DurableRun:
             return self._awaited(batch)
         rows: dict[str, tuple] = {
             "attempt_end": (self.run_id, task_id, record.attempt, record.started_at,
-                            record.finished_at, "succeeded", None),
+                            record.finished_at, "succeeded", None, record.waited or None),
             # No `tasks` status row for a success: the output row is the proof of success
             # (one statement less per task; readers derive "succeeded" from `outputs`).
             "output": (self.run_id, task_id, record.attempt, result.output, result.usage,

@@ -214,6 +214,12 @@ MIGRATIONS: list[str] = [
                CASE j.type WHEN 'text' THEN NULL ELSE json_extract(j.value, '$[2]') END
         FROM event_groups g, json_each(g.body) j;
     """,
+    # 5: seconds an attempt waited for a shared resource rather than working (an LLM call
+    # queued for a model that serves one call at a time): the run's serial time, speedup and
+    # critical path leave it out, also after a resume. NULL (rows written before): none.
+    """
+    ALTER TABLE attempts ADD COLUMN waited REAL;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -236,7 +242,7 @@ _SQL: dict[str, str] = {
     "event_group": "INSERT OR IGNORE INTO event_groups (run_id, first_seq, last_seq, kind, time, "
                    "attempt, body) VALUES (?, ?, ?, ?, ?, ?, ?)",
     "attempt_end": "INSERT OR REPLACE INTO attempts (run_id, task_id, attempt, started_at, "
-                   "finished_at, outcome, error) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                   "finished_at, outcome, error, waited) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
     # A success: its attempt's end, then its output (see RunBatch); two statements.
     "success": "",
     # After the ends: a start whose attempt ended in the same batch is then ignored.
@@ -322,7 +328,8 @@ def _variable_limit(conn: sqlite3.Connection) -> int:
 
 
 _SUCCESS_ATTEMPT = ("INSERT OR REPLACE INTO attempts (run_id, task_id, attempt, started_at, "
-                    "finished_at, outcome, error) VALUES (?, ?, ?, ?, ?, 'succeeded', NULL)")
+                    "finished_at, outcome, error, waited) "
+                    "VALUES (?, ?, ?, ?, ?, 'succeeded', NULL, ?)")
 #: Inserted with `_insert_rows`.
 _MULTI_ROW = frozenset({"event", "event_chunk", "event_group", "attempt_start", "attempt_end",
                         "output", "cache_put"})
@@ -380,6 +387,7 @@ class StoredAttempt:
     finished_at: float | None
     outcome: str
     error: str | None
+    waited: float = 0.0
 
 
 @dataclass(slots=True)
@@ -481,7 +489,7 @@ class RunBatch:
     `task_started` group also inserts its attempts' rows. Rows are tuples of plain
     values, which the garbage collector stops tracking at its first pass (Event objects
     kept until the writer's turn would be promoted and make full collections more frequent).
-    `success` rows are an `output` row plus the attempt's started_at and finished_at: the
+    `success` rows are an `output` row plus the attempt's started_at, finished_at and waited: the
     writer takes the output and the attempt's end from one row. The other lists hold rows
     shaped like the `_SQL` entry of the same name. An output's or cache entry's empty
     usage/files may be None; `others` holds (kind, row).
@@ -861,7 +869,8 @@ class RunStore:
     @staticmethod
     def _apply_successes(conn: sqlite3.Connection, items: list[tuple]) -> None:
         """Success rows (see RunBatch): each attempt's end, then its output."""
-        _insert_rows(conn, _SUCCESS_ATTEMPT, ((r[0], r[1], r[2], r[10], r[11]) for r in items))
+        _insert_rows(conn, _SUCCESS_ATTEMPT,
+                     ((r[0], r[1], r[2], r[10], r[11], r[12]) for r in items))
         _insert_rows(conn, _SQL["output"], (r[:10] for r in items))
 
     @staticmethod
@@ -1010,10 +1019,11 @@ class RunStore:
                     "ORDER BY position", (run_id,)):
                 run.tasks[tid] = {"pool": pool, "status": status, "error": error,
                                   "cached": bool(cached)}
-            for tid, attempt, s, f, outcome, error in self._query(
-                    "SELECT task_id, attempt, started_at, finished_at, outcome, error FROM "
-                    "attempts WHERE run_id = ? ORDER BY task_id, attempt", (run_id,)):
-                run.attempts.setdefault(tid, []).append(StoredAttempt(attempt, s, f, outcome, error))
+            for tid, attempt, s, f, outcome, error, waited in self._query(
+                    "SELECT task_id, attempt, started_at, finished_at, outcome, error, waited "
+                    "FROM attempts WHERE run_id = ? ORDER BY task_id, attempt", (run_id,)):
+                run.attempts.setdefault(tid, []).append(
+                    StoredAttempt(attempt, s, f, outcome, error, waited or 0.0))
             for tid, attempt, out, usage, cost, files, cached in self._query(
                     "SELECT task_id, attempt, output_json, usage_json, cost_usd, files_json, cached "
                     "FROM outputs WHERE run_id = ?", (run_id,)):
@@ -1159,7 +1169,8 @@ def _fill_tasks(run: StoredRun) -> None:
             continue
         out = run.outputs.get(tid, {})
         history = [{"attempt": a.attempt, "started_at": a.started_at,
-                    "finished_at": a.finished_at, "outcome": a.outcome, "error": a.error}
+                    "finished_at": a.finished_at, "outcome": a.outcome, "error": a.error,
+                    **({"waited_seconds": round(a.waited, 6)} if a.waited else {})}
                    for a in run.attempts.get(tid, [])]
         entry = {"status": "succeeded", "pool": run.tasks.get(tid, {}).get("pool"),
                  "attempts": len(history),
@@ -1205,10 +1216,12 @@ def _output_row(r: tuple) -> tuple:
 
 
 def _success_row(r: tuple) -> tuple:
-    run_id, task_id, attempt, output, usage, cost, files, key, cached, at, started, ended = r
+    (run_id, task_id, attempt, output, usage, cost, files, key, cached, at, started, ended,
+     waited) = r
     return (run_id, task_id, attempt, _dump_value(output),
             "{}" if usage is None else _dump_value(usage), cost,
-            "[]" if files is None else _dump_value(files), key, int(cached), at, started, ended)
+            "[]" if files is None else _dump_value(files), key, int(cached), at, started, ended,
+            waited or None)
 
 
 def _cache_row(r: tuple) -> tuple:

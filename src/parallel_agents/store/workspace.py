@@ -106,8 +106,11 @@ class Workspace:
             self._state_dirty = True
 
     def start(self, label: str) -> None:
-        """Take the checkpoint before the run (synchronously) and start the worker thread."""
-        self._checkpoint([label])
+        """Take the checkpoint before the run (synchronously) and start the worker thread.
+
+        It is also labelled `run:RUN_ID`: runs may share a workspace, and the checkpoints
+        after this one (until the next `run:` label) are this run's (see `blobs_after`)."""
+        self._checkpoint([label, f"run:{self.run_id}"])
         self._write_state(force=True)
         self._thread = threading.Thread(target=self._loop, name="parallel-agents-workspace",
                                         daemon=True)
@@ -446,14 +449,23 @@ class Workspace:
         return {"checkpoint": self._seq, "removed": sorted(removed), "restored": sorted(restored)}
 
 
-def blobs_after(root: Path, task_id: str, paths: list[str]) -> dict[str, bytes]:
+def blobs_after(root: Path, task_id: str, paths: list[str],
+                run_id: str | None = None) -> dict[str, bytes]:
     """The content of `paths` (relative to the workspace `root`) as the checkpoint taken
     after `task_id` holds them: what the task left, even if a later task overwrote a file.
-    A path the checkpoint lacks is left out; so is everything if no checkpoint names the
-    task (e.g. a workspace from before checkpoints, or one that was deleted)."""
+
+    `run_id`: the run whose task it was (runs may share a workspace: only the checkpoints
+    from that run's `run:RUN_ID` label to the next run's count). A path the checkpoint
+    lacks is left out; so is everything if no checkpoint names the task (a workspace from
+    before checkpoints, or one that was deleted)."""
     ckpt_dir = Path(root) / CHECKPOINT_DIR
     label = f"after:{task_id}"
     found: dict[str, list[Any]] | None = None
+    anywhere: dict[str, list[Any]] | None = None  # ignoring runs: for workspaces from before
+    marked = False  # run: labels, which workspaces written before them lack
+    in_run = run_id is None
+    # The labels in the order they were given: a manifest's own, then those appended to its
+    # .labels file while it stayed the latest, then the next manifest's.
     for manifest_path in sorted(ckpt_dir.glob("*.json")):
         try:
             record = json.loads(manifest_path.read_text("utf-8"))
@@ -463,9 +475,16 @@ def blobs_after(root: Path, task_id: str, paths: list[str]) -> dict[str, bytes]:
                 labels += extra.read_text("utf-8").split()
         except (OSError, ValueError):
             continue
-        if label in labels:
-            found = record.get("files") or {}
-            break
+        for given in labels:
+            if given.startswith("run:") and run_id is not None:
+                marked = True
+                in_run = given == f"run:{run_id}"
+            elif given == label:
+                anywhere = anywhere if anywhere is not None else record.get("files") or {}
+                if in_run:
+                    found = record.get("files") or {}
+    if not marked:
+        found = anywhere
     out: dict[str, bytes] = {}
     if found is None:
         return out
@@ -481,10 +500,11 @@ def blobs_after(root: Path, task_id: str, paths: list[str]) -> dict[str, bytes]:
     return out
 
 
-def files_after(root: Path, task_id: str, paths: list[str]) -> dict[str, str]:
+def files_after(root: Path, task_id: str, paths: list[str],
+                run_id: str | None = None) -> dict[str, str]:
     """`blobs_after` as text; a file whose content is not UTF-8 is left out."""
     out: dict[str, str] = {}
-    for rel, data in blobs_after(root, task_id, paths).items():
+    for rel, data in blobs_after(root, task_id, paths, run_id).items():
         try:
             out[rel] = data.decode("utf-8")
         except UnicodeDecodeError:
