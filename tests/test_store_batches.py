@@ -207,3 +207,22 @@ def test_multi_row_inserts_pad_only_where_a_repeated_row_changes_nothing() -> No
             assert conn.execute(f"SELECT COUNT(*), SUM(a), MAX(b) FROM {table}").fetchone() \
                 == (n, sum(range(n)), max(f"x{i}" for i in range(n))), (table, n)
     conn.close()
+
+
+def test_a_store_without_waiting_times_migrates(tmp_path: Path) -> None:
+    """Schema 4 had no `attempts.waited`: its attempts load with no waiting, and new runs
+    store theirs."""
+    db = tmp_path / "runs.db"
+    conn = _store_at_version(db, 4, "v4")
+    conn.execute("INSERT INTO attempts (run_id, task_id, attempt, started_at, finished_at, "
+                 "outcome) VALUES ('v4', 'a', 1, 1.0, 2.0, 'failed')")
+    conn.close()
+    store = RunStore(db)
+    try:
+        assert [(a.outcome, a.waited) for a in store.load_run("v4").attempts["a"]] == [
+            ("failed", 0.0)]
+        result = asyncio.run(pa.Executor(store=store).execute(_mixed_plan()))
+        assert result.status == "partial"
+        assert store._query("PRAGMA user_version")[0][0] == 5
+    finally:
+        store.close()
