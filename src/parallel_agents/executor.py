@@ -259,8 +259,7 @@ class Executor:
             # The checks and the budget's prices are of the model the run started with.
             with run_default_model(options.default_model):
                 _check_llm_tasks(plan, self)
-            await self._start_backend(plan)
-            with run_default_model(options.default_model):
+                await self._start_backend(plan)
                 run = _Run(self, plan, options.strategy, run_id, resumed=saved, options=options)
         except BaseException:
             self.store.release(run_id)

@@ -28,7 +28,7 @@ from ..plan import Plan, Pool, Task
 from ..providers.base import Provider
 from ..results import RunResult
 from ..store import StoredRun
-from ..store.workspace import files_after
+from ..store.workspace import files_after, relative_in
 from .aggregate import Aggregation, Conflict, aggregate
 from .decompose import (
     Decomposition,
@@ -151,7 +151,7 @@ class _Snapshotting(Agent):
             root = Path(ctx.workspace)
             seen: dict[str, str] = {}
             for name in out.files:
-                rel = _relative(name, root)
+                rel = relative_in(root, name)
                 if rel is None:
                     continue
                 try:
@@ -176,15 +176,6 @@ def stored_decomposition(saved: StoredRun) -> Decomposition | None:
     except (KeyError, TypeError) as exc:
         raise UsageError(f"run {saved.id}: its stored decomposition is unreadable ({exc}); "
                          f"resume it as a plan with Executor.resume") from None
-
-
-def _relative(name: str, root: Path) -> str | None:
-    """A file an agent reported, relative to the workspace (None if outside it)."""
-    path = Path(name) if Path(name).is_absolute() else root / name
-    try:
-        return path.resolve().relative_to(root.resolve()).as_posix()
-    except (OSError, ValueError):
-        return None
 
 
 @dataclass(slots=True)
@@ -408,7 +399,7 @@ class Coordinator:
         result = await executor.resume(run_id, plan=plan)
         for task_id, task in result.tasks.items():
             if task.status == "succeeded" and task_id not in snapshots and task.files:
-                rels = [rel for rel in (_relative(name, workspace) for name in task.files)
+                rels = [rel for rel in (relative_in(workspace, name) for name in task.files)
                         if rel is not None]
                 snapshots[task_id] = files_after(workspace, task_id, rels, run_id)
         return self._stored(executor, await self._finish(decomposition, result, workspace,

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ..results import RunResult
+from ..store.workspace import relative_in
 
 __all__ = ["Conflict", "Aggregation", "aggregate", "SECURITY_TOPICS", "SUBJECTS"]
 
@@ -112,21 +113,6 @@ def _read(path: Path, limit: int = 1_000_000) -> str | None:
         return data.decode("utf-8")
     except UnicodeDecodeError:
         return None
-
-
-def _workspace_rel(path: str, workspace: Path | None) -> str | None:
-    """A file an agent reported, relative to the workspace; None if it lies outside."""
-    p = Path(path)
-    if p.is_absolute():
-        if workspace is None:
-            return None
-        try:
-            p = p.resolve().relative_to(workspace.resolve())
-        except ValueError:
-            return None
-    if ".." in p.parts:
-        return None
-    return p.as_posix()
 
 
 # -- same file ---------------------------------------------------------------------------
@@ -379,7 +365,7 @@ def aggregate(
         if r.status != "succeeded":
             continue
         for path in r.files:
-            rel = _workspace_rel(path, ws)
+            rel = relative_in(ws, path)
             if rel is None:
                 continue
             writers.setdefault(rel, [])

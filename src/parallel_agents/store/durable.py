@@ -23,7 +23,7 @@ from ..plan import Plan
 from ..results import AttemptRecord, RunResult, TaskResult
 from .cache import cache_key
 from .sqlite import TASKS_FROM_TABLES, CommitFuture, RunBatch, RunStore, StoredRun, _dumps
-from .workspace import Workspace, blobs_after
+from .workspace import Workspace, blobs_after, relative_in
 
 __all__ = ["DurableRun", "RunOptions", "plan_from_store"]
 
@@ -433,15 +433,7 @@ class DurableRun:
         if source is None:
             return files
         src = Path(source)
-        rels: dict[str, str] = {}
-        for name in files:
-            path = Path(name)
-            try:
-                rel = path.resolve().relative_to(src.resolve()) if path.is_absolute() else path
-            except (OSError, ValueError):
-                continue
-            if ".." not in rel.parts:
-                rels[name] = rel.as_posix()
+        rels = {name: rel for name in files if (rel := relative_in(src, name)) is not None}
         blobs = blobs_after(src, hit["task_id"], list(rels.values()), hit["run_id"])
         # Written as an LLM's write_file would: nothing outside the workspace, symlinks
         # included, and a file is replaced whole or not at all.

@@ -26,12 +26,14 @@ import queue
 import shutil
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-__all__ = ["Workspace", "COORDINATION_FILES", "CHECKPOINT_DIR", "blobs_after", "files_after"]
+__all__ = ["Workspace", "COORDINATION_FILES", "CHECKPOINT_DIR", "blobs_after", "files_after",
+           "relative_in"]
 
 COORDINATION_FILES = ("scratchpad.md", "activity_log.md", "project_state.yaml")
 CHECKPOINT_DIR = ".checkpoints"
@@ -413,14 +415,8 @@ class Workspace:
             return {}
 
     def checkpoints(self) -> list[dict[str, Any]]:
-        out = []
-        for p in sorted(self.ckpt_dir.glob("*.json")):
-            data = json.loads(p.read_text("utf-8"))
-            extra = p.with_suffix(".labels")
-            labels = data["labels"] + (extra.read_text("utf-8").split() if extra.exists() else [])
-            out.append({"seq": data["seq"], "labels": labels, "time": data["time"],
-                        "files": len(data["files"])})
-        return out
+        return [{"seq": data["seq"], "labels": labels, "time": data["time"],
+                 "files": len(data["files"])} for data, labels in _manifests(self.ckpt_dir)]
 
     def rollback(self) -> dict[str, Any]:
         """Make the workspace match the last checkpoint: remove newer files, restore changed."""
@@ -464,17 +460,7 @@ def blobs_after(root: Path, task_id: str, paths: list[str],
     anywhere: dict[str, list[Any]] | None = None  # ignoring runs: for workspaces from before
     marked = False  # run: labels, which workspaces written before them lack
     in_run = run_id is None
-    # The labels in the order they were given: a manifest's own, then those appended to its
-    # .labels file while it stayed the latest, then the next manifest's.
-    for manifest_path in sorted(ckpt_dir.glob("*.json")):
-        try:
-            record = json.loads(manifest_path.read_text("utf-8"))
-            labels = list(record.get("labels") or [])
-            extra = manifest_path.with_suffix(".labels")
-            if extra.exists():
-                labels += extra.read_text("utf-8").split()
-        except (OSError, ValueError):
-            continue
+    for record, labels in _manifests(ckpt_dir):
         for given in labels:
             if given.startswith("run:") and run_id is not None:
                 marked = True
@@ -498,6 +484,38 @@ def blobs_after(root: Path, task_id: str, paths: list[str],
         except OSError:
             continue
     return out
+
+
+def _manifests(ckpt_dir: Path) -> Iterator[tuple[dict[str, Any], list[str]]]:
+    """Each checkpoint (its manifest, its labels), oldest first. The labels come in the
+    order they were given: a manifest's own, then those appended to its .labels file while
+    it stayed the latest, then the next manifest's. An unreadable manifest is skipped."""
+    for manifest_path in sorted(ckpt_dir.glob("*.json")):
+        try:
+            record = json.loads(manifest_path.read_text("utf-8"))
+            labels = list(record.get("labels") or [])
+            extra = manifest_path.with_suffix(".labels")
+            if extra.exists():
+                labels += extra.read_text("utf-8").split()
+        except (OSError, ValueError):
+            continue
+        yield record, labels
+
+
+def relative_in(root: Path | None, name: str) -> str | None:
+    """A file an agent reported (absolute, or relative to the workspace `root`) as a path
+    relative to `root`; None if it lies outside."""
+    path = Path(name)
+    if path.is_absolute():
+        if root is None:
+            return None
+        try:
+            path = path.resolve().relative_to(Path(root).resolve())
+        except (OSError, ValueError):
+            return None
+    if ".." in path.parts:
+        return None
+    return path.as_posix()
 
 
 def files_after(root: Path, task_id: str, paths: list[str],
