@@ -187,7 +187,7 @@ def run_command(
                 plan_file, template=template, show_plan=show_plan, as_json=as_json, quiet=quiet,
                 max_workers=max_workers, err=err, line_printer=LinePrinter(err),
                 executor_options=options, workspace=workspace,
-                providers={name: cfg for name, (cfg, _) in config.providers.items()})
+                providers=config.provider_settings())
         finally:
             if store is not None:
                 store.close()

@@ -81,7 +81,7 @@ def serve_command(
     try:
         config = load_config(config_file)
         configure_default_model(config.get("defaults.model"))
-        providers = {name: cfg for name, (cfg, _) in config.providers.items()}
+        providers = config.provider_settings()
         # One backend for every execution: a Ray backend starts (or joins) Ray once.
         shared_backend = resolve_backend(backend, ray_address=ray_address)
         # Request texts are planned like `parallel-agents run "..."`: the model named by

@@ -107,6 +107,10 @@ class Config:
     def source(self, key: str) -> str:
         return self.settings[key].source
 
+    def provider_settings(self) -> dict[str, dict[str, Any]]:
+        """The `[providers.*]` sections, without where each came from."""
+        return {name: settings for name, (settings, _) in self.providers.items()}
+
     def shown(self) -> dict[str, Setting]:
         """Every setting flattened for display, secrets masked (never a key's value)."""
         out = dict(self.settings)
@@ -406,7 +410,7 @@ def load_plan(path: str | Path, config: Config | None = None) -> Plan:
     for name, (pool, _) in config.pools.items():
         pools.setdefault(name, pool.model_dump())
     providers = dict(data.get("providers") or {})
-    for name, (settings, _) in config.providers.items():
+    for name, settings in config.provider_settings().items():
         providers.setdefault(name, dict(settings))
     extra = {"providers": providers} if providers else {}
     return Plan.from_dict({**data, "pools": pools, **extra}, source=str(path))
