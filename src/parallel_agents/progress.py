@@ -355,8 +355,8 @@ class LinePrinter:
         return None
 
 
-_MARK_COLOURS = {"●": "bold", "▶": "cyan", "✓": "green", "↻": "yellow", "✗": "red", "-": "magenta",
-                 "■": "red"}
+_MARK_COLOURS = {"●": "bold", "▶": "cyan", "✓": "green", "↻": "yellow", "✗": "red",
+                 "-": "magenta", "■": "red"}
 
 
 def make_progress(plan: Plan, console: Console, *, strategy: str | None = None,

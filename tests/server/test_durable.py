@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -134,7 +135,8 @@ def _serve(store: Path, cwd: Path) -> tuple[subprocess.Popen, str]:
         time.sleep(0.1)
 
 
-def _wait_for_tasks(base: str, execution_id: str, done, timeout: float = 60) -> None:  # noqa: ANN001
+def _wait_for_tasks(base: str, execution_id: str,
+                    done: Callable[[dict[str, str]], bool], timeout: float = 60) -> None:
     """Poll the execution until `done({task: status})` holds."""
     deadline = time.monotonic() + timeout
     while True:
