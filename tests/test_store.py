@@ -9,6 +9,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -411,3 +412,33 @@ def test_function_plans_resume_with_the_callers_plan(tmp_path):
         ["interrupted", "succeeded"], ["succeeded"])
     res = cli("resume", run_id, "--store", str(db), cwd=tmp_path)
     assert res.returncode == 2 and "Python function tasks" in res.stderr
+
+
+def test_coordination_files_keep_up_while_a_long_task_runs(tmp_path):
+    """The activity log and project_state.yaml are rate-limited under load; once the run
+    goes quiet what was held back is written, not left until the next task ends."""
+    plan = {"name": "long", "tasks": [
+        {"id": "quick", "command": ["python", "-c", "print('q')"]},
+        {"id": "long", "command": ["python", "-c", "import time; time.sleep(30)"]},
+    ]}
+    write_plan(tmp_path / "plan.yaml", plan)
+    proc = subprocess.Popen([sys.executable, "-m", "parallel_agents", "run", "plan.yaml", "-q",
+                             "--store", "runs.db"], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        runs = tmp_path / "runs"
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None and time.monotonic() < deadline, "files never caught up"
+            spaces = list(runs.glob("*/project_state.yaml")) if runs.exists() else []
+            if spaces:
+                state = yaml.safe_load(spaces[0].read_text() or "{}") or {}
+                log = (spaces[0].parent / "activity_log.md").read_text()
+                if (state.get("tasks", {}).get("quick", {}).get("status") == "succeeded"
+                        and "| quick |" in log):
+                    break
+            time.sleep(0.1)
+        assert state["tasks"]["long"]["status"] == "running"
+    finally:
+        proc.kill()
+        proc.communicate()

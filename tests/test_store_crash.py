@@ -348,3 +348,69 @@ def test_an_interrupted_attempt_ends_when_its_runner_was_last_seen(tmp_path: Pat
     assert first["outcome"] == "interrupted" and second["outcome"] == "succeeded"
     assert first["finished_at"] <= killed_at + 0.5
     assert first["finished_at"] - first["started_at"] < 2.5
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as fh:  # a zombie is dead too
+        return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_resume_from_elsewhere_runs_where_the_run_started_and_leaves_no_stragglers(
+        tmp_path: Path):
+    """Three things a crash must not break. Resumed from another directory, command tasks
+    still run in the run's own (their relative paths mean files there); what a task's
+    program started itself (a grandchild, which outlives the dead runner) is killed before
+    the task runs again; and the activity log ends up with a row for every attempt, the one
+    the crash cut off and those whose rows it lost included."""
+    home = tmp_path / "project"
+    home.mkdir()
+    (home / "quick.py").write_text("print('quick')\n")
+    (home / "slow.py").write_text(
+        "import os, time\n"
+        "if os.environ['PARALLEL_AGENTS_ATTEMPT'] == '1':\n"
+        "    open('grandchild.pid', 'w').write(str(os.getpid())); time.sleep(60)\n"
+        "print('slow done')\n")
+    plan = {"name": "elsewhere", "tasks": [
+        {"id": "quick", "command": ["python", "quick.py"]},
+        # Through a shell that forks: the program of attempt 1 is the runner's grandchild.
+        {"id": "slow", "command": ["sh", "-c", f"{sys.executable} slow.py; true"],
+         "max_retries": 1, "retry_backoff_sec": 0},
+    ]}
+    (home / "plan.yaml").write_text(yaml.safe_dump(plan))
+    db = tmp_path / "runs.db"
+    env = {**os.environ, "PARALLEL_AGENTS_STORE": str(db)}
+    proc = cli("run", "plan.yaml", "-q", cwd=home, env=env)
+    pid_file = home / "grandchild.pid"
+    grandchild = None
+    try:
+        run_id = wait_for_run(db, proc)
+        deadline = time.monotonic() + 60
+        while not (pid_file.exists() and pid_file.read_text() and succeeded(db, run_id)):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.05)
+        grandchild = int(pid_file.read_text())
+        kill(proc)
+        assert _alive(grandchild)  # the runner's death did not reach it
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        res = subprocess.run([sys.executable, "-m", "parallel_agents", "resume", run_id,
+                              "--json", "-q"], cwd=elsewhere, env=env, capture_output=True,
+                             text=True, timeout=60)
+    finally:
+        if grandchild is not None and _alive(grandchild):
+            os.kill(grandchild, signal.SIGKILL)
+            raise AssertionError("resume left the dead run's grandchild running")
+    assert res.returncode == 0, res.stderr
+    tasks = json.loads(res.stdout)["tasks"]
+    assert tasks["slow"]["output"] == "slow done"
+    assert [a["outcome"] for a in tasks["slow"]["history"]] == ["interrupted", "succeeded"]
+    log = (Path(json.loads(res.stdout)["workspace"]) / "activity_log.md").read_text()
+    rows = {tuple(c.strip() for c in line.split("|")[2:6:2])
+            + (line.split("|")[5].strip(),) for line in log.splitlines()
+            if line.startswith("| 2")}
+    assert rows == {("quick", "1", "succeeded"), ("slow", "1", "interrupted"),
+                    ("slow", "2", "succeeded")}, log

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import os
 import random
 import secrets
 import time
@@ -42,7 +43,7 @@ from ._core._scheduler import (
 )
 from ._exceptions import PlanError, PlanProblem, TaskError, UsageError
 from .agents import Agent, TaskContext, TaskOutput
-from .agents.command import CommandAgent
+from .agents.command import CommandAgent, kill_leftovers
 from .agents.function import FunctionAgent, function_shape
 from .agents.llm import BUILTIN_PROVIDERS, LLMAgent, call_identity, start_cost
 from .backends import Backend, resolve_backend
@@ -256,6 +257,9 @@ class Executor:
             plan = plan_from_store(saved, plan)
             options = RunOptions.from_dict(saved.options)
             _check_strategy(plan, options.strategy)
+            _check_cwd(saved, plan, options)
+            if last_alive is not None and any(t.kind == "command" for t in plan.tasks):
+                kill_leftovers(run_id)  # its dead runner's tasks' children (see there)
             # The checks and the budget's prices are of the model the run started with.
             with run_default_model(options.default_model):
                 _check_llm_tasks(plan, self)
@@ -294,6 +298,25 @@ class Executor:
         await self.aclose()
 
 
+def _cwd() -> str | None:
+    try:
+        return os.getcwd()
+    except OSError:  # the directory was deleted under us
+        return None
+
+
+def _check_cwd(saved: StoredRun, plan: Plan, options: RunOptions) -> None:
+    """A resumed run's command tasks run where it started: that directory must still exist."""
+    if not options.cwd or Path(options.cwd).is_dir():
+        return
+    left = [t.id for t in plan.tasks if t.kind == "command" and t.id not in saved.outputs]
+    if left:
+        raise UsageError(
+            f"run {saved.id} started in {options.cwd}, which no longer exists, and its command "
+            f"task(s) {', '.join(left[:5])}{' …' if len(left) > 5 else ''} run there (their "
+            f"relative paths mean files there); recreate that directory, or start a new run")
+
+
 def run(plan: Plan, **options: Any) -> RunResult:
     """Run `plan` and block until it ends. Options are those of `Executor`."""
 
@@ -323,7 +346,10 @@ class _Run:
             default_model=default_model(), metadata=metadata,
             record_dir=executor.record_dir, replay_dir=executor.replay_dir,
             backend=getattr(executor.backend, "name", None),
-            ray_address=getattr(executor.backend, "address", None))
+            ray_address=getattr(executor.backend, "address", None), cwd=_cwd())
+        # Command tasks of a resumed run run where the run started (see RunOptions.cwd).
+        self.cwd = (Path(self.options.cwd) if resumed is not None and self.options.cwd
+                    and self.options.cwd != _cwd() else None)
         self.resumed = resumed
         self.durable: DurableRun | None = None
         self.workspace = executor.workspace
@@ -631,7 +657,7 @@ class _Run:
             task=task, run_id=self.run_id, attempt=record.attempt,
             inputs=self._inputs(task) if task.depends_on else {},
             workspace=self.workspace,
-            plan=self.plan, budget=self.budget,
+            plan=self.plan, budget=self.budget, cwd=self.cwd,
             _report=lambda msg, frac: self.emit(
                 "task_progress", task_id, attempt=record.attempt, message=msg,
                 data=None if frac is None else {"fraction": frac}),

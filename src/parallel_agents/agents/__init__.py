@@ -43,6 +43,9 @@ class TaskContext:
     plan: Plan | None = None
     #: the run's spending limit, if any: paid calls reserve their worst case here first
     budget: Budget | None = None
+    #: where command tasks run (None: this process's current directory). A resumed run
+    #: runs them where it started, whatever directory `resume` is called from.
+    cwd: Path | None = None
     _report: Callable[[str, float | None], None] | None = field(default=None, repr=False)
 
     def progress(self, message: str = "", fraction: float | None = None) -> None:

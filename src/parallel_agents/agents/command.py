@@ -21,7 +21,7 @@ from typing import Any
 from .._exceptions import NonRetryableError, TaskError
 from . import Agent, TaskContext
 
-__all__ = ["CommandAgent"]
+__all__ = ["CommandAgent", "kill_leftovers"]
 
 _STDERR_TAIL = 2000
 
@@ -58,19 +58,53 @@ def _setpriv() -> str | None:
     return _SETPRIV[0]
 
 
-def _program(argv0: str, env: dict[str, str]) -> str:
-    """The program's path, as exec would find it with the task's PATH; the errors a failed
-    exec would have given, raised here (the program is started through `setpriv`)."""
+def _program(argv0: str, env: dict[str, str], cwd: str | None) -> str:
+    """The program's path, as exec would find it with the task's PATH (a relative path from
+    `cwd`); the errors a failed exec would have given, raised here (the program is started
+    through `setpriv`)."""
     if os.sep in argv0:
-        if not os.path.exists(argv0):
+        path = os.path.join(cwd, argv0) if cwd is not None else argv0
+        if not os.path.exists(path):
             raise FileNotFoundError(argv0)
-        if os.path.isdir(argv0) or not os.access(argv0, os.X_OK):
+        if os.path.isdir(path) or not os.access(path, os.X_OK):
             raise PermissionError(argv0)
-        return argv0
+        return path
     found = shutil.which(argv0, path=env.get("PATH", os.defpath))
     if found is None:
         raise FileNotFoundError(argv0)
     return found
+
+
+def kill_leftovers(run_id: str) -> int:
+    """Kill what a dead runner's command tasks left running; returns how many processes.
+
+    A task's program dies with its runner (its parent-death signal), but what the program
+    started itself (`sh -c "agent; ..."`: the agent) is another process, reparented when the
+    runner dies, and would go on writing files while `resume` starts the task again. Every
+    process a task starts inherits PARALLEL_AGENTS_RUN_ID, so they are found by it (Linux:
+    /proc; elsewhere nothing is done). Only for a run whose runner is dead: the caller holds
+    its lease.
+    """
+    proc = "/proc"
+    if not os.path.isdir(proc):
+        return 0
+    mark = f"PARALLEL_AGENTS_RUN_ID={run_id}".encode()
+    me = os.getpid()
+    found = []
+    for name in os.listdir(proc):
+        if not name.isdigit() or int(name) == me:
+            continue
+        try:
+            with open(f"{proc}/{name}/environ", "rb") as fh:
+                environ = fh.read().split(b"\0")
+        except OSError:
+            continue  # gone, or another user's
+        if mark in environ:
+            found.append(int(name))
+    for pid in found:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    return len(found)
 
 
 def _kill_group(pgid: int, sig: int) -> None:
@@ -104,10 +138,11 @@ class CommandAgent(Agent):
              "attempt": ctx.attempt},
             default=str,
         ).encode()
+        cwd = str(ctx.cwd) if ctx.cwd is not None else None
         try:
             setpriv = _setpriv()
             if setpriv is not None:
-                launch = [setpriv, "--pdeathsig", "KILL", "--", _program(argv[0], env),
+                launch = [setpriv, "--pdeathsig", "KILL", "--", _program(argv[0], env, cwd),
                           *argv[1:]]
                 preexec = None
             else:
@@ -119,6 +154,7 @@ class CommandAgent(Agent):
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 env=env,
+                cwd=cwd,
                 start_new_session=True,  # its own session, hence its own process group
                 preexec_fn=preexec,
             )

@@ -58,6 +58,9 @@ class RunOptions:
     replay_dir: str | None = None
     backend: str | None = None
     ray_address: str | None = None
+    #: The directory the run started in: command tasks' relative paths (`python build.py`)
+    #: mean files there, so a resume from another directory runs them there too.
+    cwd: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"strategy": self.strategy, "max_workers": self.max_workers,
@@ -66,7 +69,7 @@ class RunOptions:
                 "budget_usd": self.budget_usd, "default_model": self.default_model,
                 "metadata": self.metadata, "record_dir": self.record_dir,
                 "replay_dir": self.replay_dir, "backend": self.backend,
-                "ray_address": self.ray_address}
+                "ray_address": self.ray_address, "cwd": self.cwd}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunOptions:
@@ -79,7 +82,8 @@ class RunOptions:
                    metadata=data.get("metadata") if isinstance(data.get("metadata"), dict)
                    else None,
                    record_dir=data.get("record_dir"), replay_dir=data.get("replay_dir"),
-                   backend=data.get("backend"), ray_address=data.get("ray_address"))
+                   backend=data.get("backend"), ray_address=data.get("ray_address"),
+                   cwd=data.get("cwd"))
 
 
 def plan_from_store(saved: StoredRun, plan: Plan | None) -> Plan:
@@ -119,6 +123,8 @@ class DurableRun:
         self.workspace: Workspace | None = None
         # Pipeline stages: tasks not yet ended per stage, for the between-stages checkpoints.
         self._stage_left: dict[str, int] = {}
+        # On resume, the attempts that ended before it (see `restore`), for the activity log.
+        self._history: dict[str, list[AttemptRecord]] = {}
         # The fast path: rows gathered during one turn of the event loop go to the store as
         # one `RunBatch` (one queue item, one shared commit future). A store that overrides
         # submit/commit to see every row gets them one by one, unless it says it handles
@@ -165,6 +171,9 @@ class DurableRun:
                 self.workspace.restore_state(
                     {tid: "succeeded" for tid in self.resumed.outputs},
                     {tid: len(a) for tid, a in self.resumed.attempts.items()})
+                self.workspace.log_history(
+                    self._history, {tid for tid, out in self.resumed.outputs.items()
+                                    if out["cached"]})
             self.workspace.start("resume" if self.resumed is not None else "start")
         except OSError as exc:
             self.store.release(self.run_id)
@@ -231,6 +240,7 @@ class DurableRun:
             if tid in results and tid not in saved.outputs and isinstance(entry, dict):
                 results[tid].cost_usd = float(entry.get("cost_usd") or 0.0)
                 results[tid].usage = dict(entry.get("usage") or {})
+        self._history = {tid: results[tid].history for tid in saved.attempts if tid in results}
         prior = {tid: len(results[tid].history) for tid in saved.attempts if tid in results}
         done = set(saved.outputs) & set(results)
         for tid in done:

@@ -713,10 +713,18 @@ class RunStore:
         last_beat = time.monotonic()
         stop = False
         wrote = False  # since the last checkpoint
+        # Workspaces whose coordination files have rows held back by their rate limits:
+        # written once the queue goes quiet (see Workspace.flush_pending).
+        held: set[Any] = set()
         while not stop:
             try:
-                item = get(timeout=_IDLE_SECONDS if wrote else _HEARTBEAT_SECONDS)
+                item = get(timeout=_IDLE_SECONDS if wrote or held else _HEARTBEAT_SECONDS)
             except queue.Empty:
+                if held:
+                    for workspace in held:
+                        workspace.flush_pending()
+                    held.clear()
+                    continue
                 if wrote:
                     # Copy the WAL back into the database while nobody waits for a commit.
                     wrote = False
@@ -770,6 +778,8 @@ class RunStore:
                 # The coordination files follow what is committed (off the event loop).
                 for workspace, entries in batch.applied.items():
                     workspace.apply_batch(entries)
+                    if workspace.pending():
+                        held.add(workspace)
             if batch.futures:
                 self._resolve(batch.futures, error)
             for ev in syncs:

@@ -74,6 +74,7 @@ class Workspace:
         self._log_lines: list[str] = []
         self._log_written = 0.0
         self._state_dirty = False
+        self._closed = False
         # Guards the coordination-file state: events come either through the worker thread
         # (`on_event`) or straight from the store's writer thread (`apply_batch`).
         self._state_lock = threading.Lock()
@@ -97,6 +98,39 @@ class Workspace:
         """On resume: start from the stored statuses rather than all-pending."""
         self._status.update(statuses)
         self._attempts.update(attempts)
+
+    def log_history(self, history: dict[str, list[Any]], cached: set[str]) -> int:
+        """On resume: add the activity log's missing rows for attempts that ended before
+        (`AttemptRecord`s per task). A crash loses the rows still held back, and attempts
+        it cut off (`interrupted`) never had an event; both are in the store. Returns how
+        many rows were added."""
+        log = self.root / "activity_log.md"
+        have: set[tuple[str, str]] = set()
+        try:
+            for line in log.read_text(encoding="utf-8").splitlines():
+                cells = line.split(" | ")
+                if len(cells) == 6:
+                    have.add((cells[1], cells[3]))
+        except OSError:
+            pass
+        rows = []
+        for tid, records in history.items():
+            for r in records:
+                if r.finished_at is None or r.outcome == "running" or (tid, str(r.attempt)) in have:
+                    continue
+                status = r.outcome
+                if status == "succeeded" and tid in cached:
+                    status = "succeeded (cached)"
+                rows.append((r.finished_at, tid, r.attempt, status,
+                             max(0.0, r.finished_at - r.started_at)))
+        if not rows:
+            return 0
+        rows.sort()
+        with self._state_lock:
+            for at, tid, attempt, status, duration in rows:
+                self._log(at, {"duration": duration}, tid, attempt, status)
+            self._flush_log(force=True)
+        return len(rows)
 
     def extend(self, plan: Any) -> None:
         """The plan grew (streaming planning): its new tasks start out pending."""
@@ -155,6 +189,21 @@ class Workspace:
             self._flush_log()
             self._write_state()
 
+    def pending(self) -> bool:
+        """Whether log rows or a state rewrite are held back (see `flush_pending`)."""
+        return not self._closed and (bool(self._log_lines) or self._state_dirty)
+
+    def flush_pending(self) -> None:
+        """Write what the rate limits held back. Called once the run goes quiet (its feeder
+        has had nothing for a moment): a long task must not leave the files a batch behind
+        until the next batch comes, which may be minutes."""
+        with self._state_lock:
+            if self._closed:
+                return
+            self._flush_log(force=True)
+            if self._state_dirty:
+                self._write_state(force=True)
+
     def checkpoint_now(self, labels: list[str]) -> None:
         """Take a checkpoint on the caller's thread (rare ones: stage boundaries)."""
         self._safe_checkpoint(labels)
@@ -172,7 +221,11 @@ class Workspace:
     # -- the worker thread ---------------------------------------------------------------
     def _loop(self) -> None:
         while True:
-            items = [self._queue.get()]
+            try:
+                items = [self._queue.get(timeout=_LOG_INTERVAL if self.pending() else None)]
+            except queue.Empty:
+                self.flush_pending()
+                continue
             while True:
                 try:
                     items.append(self._queue.get_nowait())
@@ -198,6 +251,7 @@ class Workspace:
                 except Exception as exc:  # noqa: BLE001 - reported by the caller
                     box["error"] = f"{type(exc).__name__}: {exc}"
                 finally:
+                    self._closed = True
                     self._close_handles()
                 done.set()
                 return True
