@@ -89,6 +89,27 @@ def test_bad_store_file_is_a_clear_error_and_left_untouched(tmp_path, make, expe
     assert not (tmp_path / "runs").exists() or command == "list"
 
 
+def test_a_store_damaged_inside_stops_the_run_with_a_clear_error(tmp_path):
+    """Damage the open checks cannot see (a table's pages, not the header or schema) shows
+    when a write reaches it: a clear error and exit 2, no traceback, and no more writes."""
+    db = tmp_path / "runs.db"
+    plan = write_plan(tmp_path / "plan.yaml", ECHO)
+    assert cli("run", str(plan), "-q", "--store", str(db), cwd=tmp_path).returncode == 0
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    page = conn.execute("PRAGMA page_size").fetchone()[0]
+    root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'outputs'").fetchone()[0]
+    conn.close()
+    data = bytearray(db.read_bytes())
+    data[(root - 1) * page:root * page] = b"\xff" * page
+    db.write_bytes(bytes(data))
+    res = cli("run", str(plan), "--store", str(db), cwd=tmp_path)
+    assert res.returncode == 2, res.stderr
+    assert "is corrupted" in res.stderr and "--store PATH" in res.stderr
+    assert "Traceback" not in res.stderr
+    assert res.stderr.count("error:") == 1, res.stderr
+
+
 def test_api_raises_store_error_for_a_text_file(tmp_path):
     db = tmp_path / "notes.db"
     db.write_text("hello")

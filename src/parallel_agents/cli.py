@@ -189,8 +189,7 @@ def run_command(
                 executor_options=options, workspace=workspace,
                 providers=config.provider_settings())
         finally:
-            if store is not None:
-                store.close()
+            cli_store.close_store(store)
         raise typer.Exit(code)
     if template is not None or show_plan:
         _fail_usage("--template and --show-plan go with a request in words, not a plan file")
@@ -224,8 +223,7 @@ def run_command(
     finally:
         if isinstance(progress, LiveProgress):
             progress.stop()
-        if store is not None:
-            store.close()
+        cli_store.close_store(store)
     _finish(result, as_json=as_json, quiet=quiet, plan=plan, max_workers=setup.max_workers)
 
 

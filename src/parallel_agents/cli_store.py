@@ -41,6 +41,22 @@ def open_store(path: str | None, *, must_exist: bool = False) -> RunStore:
     raise AssertionError("unreachable")
 
 
+def close_store(store: RunStore | None) -> None:
+    """Close the store; a write that failed on the way (a full disk, a damaged file) exits 2
+    with the store's explanation, not a traceback, also while another exit is under way."""
+    if store is None:
+        return
+    leaving = sys.exc_info()[1]  # called from a `finally`: an exit may be under way
+    try:
+        store.close()
+    except StoreError as exc:
+        from . import cli
+
+        if isinstance(leaving, typer.Exit) and leaving.exit_code == cli.EXIT_USAGE:
+            raise leaving from None  # the same failure, reported already
+        cli._fail_usage(str(exc))
+
+
 def _when(ts: float | None) -> str:
     return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
 
@@ -97,7 +113,7 @@ def register(app: typer.Typer) -> None:
             executor = Executor(store=store, record_dir=options.get("record_dir"),
                                 replay_dir=replay, backend=backend, ray_address=ray_address)
         except ParallelAgentsError as exc:
-            store.close()
+            close_store(store)
             cli._fail_usage(f"cannot resume run {run_id}: {exc}")
         if not quiet:
             executor.subscribe(LinePrinter(cli.err))
@@ -113,7 +129,7 @@ def register(app: typer.Typer) -> None:
         except ParallelAgentsError as exc:
             cli._fail_usage(str(exc))
         finally:
-            store.close()
+            close_store(store)
         if coordinated:
             from .cli_coordinator import print_outcome
 
@@ -143,7 +159,7 @@ def register(app: typer.Typer) -> None:
         except StoreError as exc:
             cli._fail_usage(str(exc))
         finally:
-            store.close()
+            close_store(store)
         counts: dict[str, int] = {}
         tasks: dict[str, Any] = {}
         for tid, state in saved.task_states().items():
@@ -197,7 +213,7 @@ def register(app: typer.Typer) -> None:
 
             cli._fail_usage(str(exc))
         finally:
-            store.close()
+            close_store(store)
         if as_json:
             _dump(runs)
             raise typer.Exit(0)

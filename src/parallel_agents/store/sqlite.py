@@ -337,6 +337,16 @@ _MULTI_ROW = frozenset({"event", "event_chunk", "event_group", "attempt_start", 
 TASKS_FROM_TABLES = "_tasks_from_tables"
 
 
+def _damage(exc: BaseException) -> bool:
+    """Whether SQLite says the file itself is damaged (SQLITE_CORRUPT, SQLITE_NOTADB)."""
+    if not isinstance(exc, sqlite3.DatabaseError):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (11, 26)
+    return "malformed" in str(exc) or "not a database" in str(exc)
+
+
 def _first_seq(entry: Any) -> int:
     return entry[0]
 
@@ -530,6 +540,8 @@ class RunStore:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._writer_error: BaseException | None = None
+        # Set once a write finds the file damaged: nothing more is written to it.
+        self._damaged: StoreError | None = None
         self._writer_lock = threading.Lock()
         self._leases: set[str] = set()
         self._closed = False
@@ -843,6 +855,8 @@ class RunStore:
         rows.pop("noop", None)
         if not rows:
             return None
+        if self._damaged is not None:
+            return self._damaged
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -872,6 +886,13 @@ class RunStore:
                 conn.execute("ROLLBACK")
                 raise
         except Exception as exc:  # noqa: BLE001 - reported to every waiter, and on flush
+            if _damage(exc):
+                # Damage inside the file (the open checks only its header and schema) shows
+                # when a write reaches it. Writing on could damage it more: stop here.
+                exc = self._damaged = StoreError(
+                    f"the store {self.path} is corrupted ({exc}); nothing more was written to "
+                    f"it. Restore it from a backup or move it away, and choose another store "
+                    f"with --store PATH (or PARALLEL_AGENTS_STORE)")
             self._writer_error = exc
             return exc
         return None
