@@ -110,6 +110,19 @@ def test_a_store_damaged_inside_stops_the_run_with_a_clear_error(tmp_path):
     assert res.stderr.count("error:") == 1, res.stderr
 
 
+def test_resuming_a_run_that_succeeded_changes_nothing(tmp_path):
+    db = tmp_path / "runs.db"
+    plan = write_plan(tmp_path / "plan.yaml", ECHO)
+    first = cli("run", str(plan), "-q", "--json", "--store", str(db), cwd=tmp_path)
+    record = json.loads(first.stdout)
+    before = digest(db)
+    again = cli("resume", record["run_id"], "--json", "--store", str(db), cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "already succeeded: nothing to resume" in again.stderr
+    assert json.loads(again.stdout) == record
+    assert digest(db) == before
+
+
 def test_api_raises_store_error_for_a_text_file(tmp_path):
     db = tmp_path / "notes.db"
     db.write_text("hello")

@@ -344,10 +344,14 @@ def test_an_interrupted_attempt_ends_when_its_runner_was_last_seen(tmp_path: Pat
                           store_rows(db, "SELECT id FROM runs")[0][0], "--json", "-q"],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
-    first, second = json.loads(res.stdout)["tasks"]["slow"]["history"]
+    record = json.loads(res.stdout)
+    first, second = record["tasks"]["slow"]["history"]
     assert first["outcome"] == "interrupted" and second["outcome"] == "succeeded"
     assert first["finished_at"] <= killed_at + 0.5
     assert first["finished_at"] - first["started_at"] < 2.5
+    # Nor is it the run's makespan (nor its speedup's): 3 s of it, at least, were downtime.
+    span = record["finished_at"] - record["started_at"]
+    assert record["makespan_seconds"] <= span - 2.9, (record["makespan_seconds"], span)
 
 
 def _alive(pid: int) -> bool:

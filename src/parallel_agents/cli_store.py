@@ -96,6 +96,19 @@ def register(app: typer.Typer) -> None:
         try:
             saved = store.load_run(run_id)
             options = saved.options
+            if saved.status == "succeeded" and saved.result and saved.owner_pid is None:
+                # Nothing to finish; re-finishing would only move its end and add events.
+                close_store(store)
+                if not quiet:
+                    cli.err.print(f"run {run_id} already succeeded: nothing to resume "
+                                  f"(`parallel-agents status {run_id}` shows it)", markup=False)
+                if as_json:  # its stored result, as `run --json` printed it
+                    record = dict(saved.result)
+                    record["max_workers"] = options.get("max_workers")
+                    if not saved.has_callables:
+                        record["plan"] = plan_from_store(saved, None).describe()
+                    _dump(record)
+                raise typer.Exit(0)
             stored_backend = options.get("backend") or "local"
             if backend is None:
                 backend = stored_backend if stored_backend in ("local", "ray") else "local"

@@ -351,6 +351,8 @@ class _Run:
         self.cwd = (Path(self.options.cwd) if resumed is not None and self.options.cwd
                     and self.options.cwd != _cwd() else None)
         self.resumed = resumed
+        #: (since, until) periods a resumed run was not running: not part of its makespan
+        self.idle: list[tuple[float, float]] = []
         self.durable: DurableRun | None = None
         self.workspace = executor.workspace
         self.results: dict[str, TaskResult] = {
@@ -463,9 +465,14 @@ class _Run:
         started = self.now()
         if self.durable is not None:
             self.durable.begin()  # records the run (or checks the lease) before anything runs
+        resumed: dict[str, Any] = {}
+        if self.durable is not None and self.resumed is not None:
+            # The time the run lay dead (or finished) before this resume is not its makespan.
+            # Each resume's run_started event keeps its gap, so later resumes know them all.
+            self.idle, gap = self.durable.idle_periods(started)
+            resumed = {"resumed": True, **({"idle": gap} if gap else {})}
         self.emit("run_started", data={"plan": self.plan.name, "tasks": len(self.plan.tasks),
-                                       "strategy": self.strategy,
-                                       **({"resumed": True} if self.resumed else {})})
+                                       "strategy": self.strategy, **resumed})
         if self.durable is not None and self.resumed is not None:
             started = self.resumed.created_at
             for task_id in self.durable.missing_success_events():
@@ -874,7 +881,11 @@ class _Run:
                 if last_end is None or end > last_end:
                     last_end = end
         # Nothing ran (an empty plan, or cancelled before any start): no time was spent.
-        makespan = max(last_end - started, 0.0) if last_end is not None else 0.0
+        makespan = 0.0
+        if last_end is not None:
+            idle = sum(max(0.0, min(to, last_end) - max(since, started))
+                       for since, to in self.idle)
+            makespan = max(last_end - started - idle, 0.0)
         serial = sum(busy.values())
         cp_seconds, cp = metrics.critical_path(self.plan, busy)
         workers = self.scheduler.max_workers

@@ -125,6 +125,7 @@ class DurableRun:
         self._stage_left: dict[str, int] = {}
         # On resume, the attempts that ended before it (see `restore`), for the activity log.
         self._history: dict[str, list[AttemptRecord]] = {}
+        self._events: list[dict[str, Any]] | None = None  # the stored ones, read once
         # The fast path: rows gathered during one turn of the event loop go to the store as
         # one `RunBatch` (one queue item, one shared commit future). A store that overrides
         # submit/commit to see every row gets them one by one, unless it says it handles
@@ -257,14 +258,37 @@ class DurableRun:
         self._stage_left[stage] -= 1
         return f"stage:{stage}" if self._stage_left[stage] == 0 else None
 
+    def _stored_events(self) -> list[dict[str, Any]]:
+        if self._events is None:
+            self._events = self.store.events(self.run_id) if self.resumed is not None else []
+        return self._events
+
     def missing_success_events(self) -> list[str]:
         """Tasks committed as succeeded whose `task_succeeded` event the crash lost."""
         saved = self.resumed
         if saved is None:
             return []
-        have = {e.get("task_id") for e in self.store.events(self.run_id)
+        have = {e.get("task_id") for e in self._stored_events()
                 if e.get("kind") == "task_succeeded"}
         return [tid for tid in saved.outputs if tid not in have]
+
+    def idle_periods(self, now: float) -> tuple[list[tuple[float, float]], list[float] | None]:
+        """On resume: the periods the run was not running, earlier resumes' (from their
+        `run_started` events' `idle`) and this one's gap, from when the run was last alive
+        (its crashed runner's last heartbeat) or ended (a finished or cancelled run) until
+        `now`. Returns (all of them, this gap as [since, until] or None)."""
+        saved = self.resumed
+        assert saved is not None
+        periods = []
+        for e in self._stored_events():
+            gap = (e.get("data") or {}).get("idle") if e.get("kind") == "run_started" else None
+            if isinstance(gap, list) and len(gap) == 2:
+                periods.append((float(gap[0]), float(gap[1])))
+        since = saved.last_alive if saved.last_alive is not None else saved.finished_at
+        if since is None or since >= now:
+            return periods, None
+        periods.append((since, now))
+        return periods, [round(since, 6), round(now, 6)]
 
     async def finish(self, status: str, result: RunResult) -> dict[str, Any] | None:
         """Record the result, roll back if asked, release the lease; wait for every write."""
