@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -207,6 +208,9 @@ def test_cache_reuses_identical_tasks_and_reruns_changed_ones(tmp_path):
     log.unlink()
     third = json.loads(cli("run", str(plan("B2")), "--json", "-q", cwd=tmp_path).stdout)
     assert "cached" not in third and sorted(log.read_text().split()) == ["a", "b", "c", "d"]
+    # The summary table says how many were served from the cache.
+    fourth = cli("run", str(plan("B2")), "--cache", cwd=tmp_path)
+    assert re.search(r"served from the cache\s+│?\s*4 of 4 succeeded", fourth.stderr), fourth.stderr
 
 
 def test_cache_key_ignores_scheduling_fields_but_not_the_work():
@@ -360,6 +364,10 @@ def test_rollback_on_failure_keeps_succeeded_artifacts(tmp_path):
     assert state["tasks"]["good"]["status"] == "succeeded"
     assert state["tasks"]["worse"] == {"status": "failed", "pool": "default", "attempts": 1}
     assert (ws / "scratchpad.md").exists()
+    # The summary on stderr says what the rollback did.
+    res = cli("run", str(plan), "--rollback-on-failure", cwd=tmp_path)
+    assert ("rolled back to its last checkpoint (--rollback-on-failure): 1 file(s) removed "
+            "(partial.txt), 1 file(s) restored (good.txt)") in res.stderr
     # Without the flag the failed task's files stay.
     res = cli("run", str(plan), "--json", "-q", cwd=tmp_path)
     assert (Path(json.loads(res.stdout)["workspace"]) / "partial.txt").exists()

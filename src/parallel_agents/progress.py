@@ -415,6 +415,9 @@ def summary_rows(result: RunResult | dict[str, Any], plan: Plan | None = None) -
     for status in ("skipped", "cancelled"):
         if counts.get(status):
             rows.append((status, str(counts[status])))
+    cached = sum(1 for t in tasks.values() if t.get("cached"))
+    if cached:
+        rows.append(("served from the cache", f"{cached} of {ok} succeeded"))
     rows += [
         ("success rate", f"{(ok / n * 100) if n else 100:.1f}%"),
         ("makespan", f"{makespan:.2f}s"),
@@ -457,3 +460,13 @@ def print_summary(result: RunResult, console: Console, plan: Plan | None = None)
     console.print(table)
     if result.reason and result.status != "succeeded":
         console.print(f"reason: {result.reason}", markup=False)
+    if result.rollback is not None:
+        removed, restored = result.rollback.get("removed", []), result.rollback.get("restored", [])
+        console.print(f"workspace rolled back to its last checkpoint (--rollback-on-failure): "
+                      f"{_files(removed, 'removed')}, {_files(restored, 'restored')}",
+                      markup=False)
+
+
+def _files(names: list[str], what: str) -> str:
+    shown = ", ".join(names[:5]) + (" …" if len(names) > 5 else "")
+    return f"{len(names)} file(s) {what}" + (f" ({shown})" if names else "")
