@@ -409,3 +409,17 @@ def test_restaurant_example_runs_in_parallel(tmp_path: Path) -> None:
     assert "built on: backend" in artifact.read_text()
     assert data["critical_path"] == ["backend", "security-audit"]
     assert data["speedup"] > 1.2
+
+
+def test_a_closed_progress_pipe_does_not_change_the_outcome(tmp_path: Path) -> None:
+    """`parallel-agents run plan.yaml 2>&1 | head -1`: whoever reads the progress stops
+    early; the run still finishes and exits with its own code."""
+    plan = write_plan(tmp_path, {"name": "pipe", "tasks": [
+        {"id": f"t{i}", "command": ["python", "-c", "print(1)"]} for i in range(5)]})
+    proc = subprocess.Popen([sys.executable, "-m", "parallel_agents", "run", str(plan),
+                             "--no-store"], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    assert proc.stderr is not None
+    proc.stderr.readline()
+    proc.stderr.close()
+    assert proc.wait(timeout=60) == 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -259,8 +260,42 @@ cli_ui.register(app)
 cli_store.register(app)
 
 
+class _PipeSafe:
+    """stdout/stderr that outlive their reader: once a pipe is closed (`2>&1 | head -1`),
+    writes go to /dev/null instead of raising in the middle of a run, whose outcome and exit
+    code do not depend on who reads its progress."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._drop()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._drop()
+
+    def _drop(self) -> None:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, self._stream.fileno())
+        finally:
+            os.close(devnull)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def main() -> None:
     """Console-script entry point."""
+    sys.stdout = _PipeSafe(sys.stdout)  # type: ignore[assignment]
+    sys.stderr = _PipeSafe(sys.stderr)  # type: ignore[assignment]
     try:
         app()
     except KeyboardInterrupt:
