@@ -302,16 +302,17 @@ def test_resume_goes_on_replaying_the_runs_cassettes(tmp_path: Path):
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     run_id = store_rows(tmp_path / "runs.db",
                         "SELECT id FROM runs ORDER BY created_at DESC LIMIT 1")[0][0]
-    resumed = cli("resume", run_id)
-    assert resumed.returncode == 0, resumed.stderr
-    tasks = json.loads(resumed.stdout)["tasks"]
-    assert tasks["ask"]["output"] == "the recorded answer"
-    assert tasks["gate"]["attempts"] == 2
     # Without its cassettes the run cannot go on as it was: said clearly, nothing runs.
     cassettes.rename(tmp_path / "elsewhere")
     missing = cli("resume", run_id)
     assert missing.returncode == 2 and "replays recorded LLM answers" in missing.stderr
     assert f"cannot resume run {run_id}" in missing.stderr and "Traceback" not in missing.stderr
+    (tmp_path / "elsewhere").rename(cassettes)
+    resumed = cli("resume", run_id)
+    assert resumed.returncode == 0, resumed.stderr
+    tasks = json.loads(resumed.stdout)["tasks"]
+    assert tasks["ask"]["output"] == "the recorded answer"
+    assert tasks["gate"]["attempts"] == 2
 
 
 def test_an_interrupted_attempt_ends_when_its_runner_was_last_seen(tmp_path: Path):

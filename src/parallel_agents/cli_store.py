@@ -128,10 +128,16 @@ def register(app: typer.Typer) -> None:
         except ParallelAgentsError as exc:
             close_store(store)
             cli._fail_usage(f"cannot resume run {run_id}: {exc}")
+        coordinated = stored_decomposition(saved) is not None
+        if (not quiet and not coordinated and saved.outputs and saved.workspace
+                and not Path(saved.workspace).is_dir()):
+            # (a request's resume stops instead: its answer is built from those files)
+            cli.err.print(f"note: the workspace of run {run_id} ({saved.workspace}) is gone; it "
+                          f"is made again, without the files of the {len(saved.outputs)} "
+                          f"task(s) that succeeded before", markup=False)
         if not quiet:
             executor.subscribe(LinePrinter(cli.err))
         try:
-            coordinated = stored_decomposition(saved) is not None
             if coordinated:
                 # A run started from a request: finish it, then answer as `run` would.
                 coordinator = Coordinator()
@@ -193,7 +199,7 @@ def register(app: typer.Typer) -> None:
         if as_json:
             _dump(data)
             raise typer.Exit(0)
-        out = Console(highlight=False)
+        out = Console(highlight=False, soft_wrap=True)  # paths are not wrapped
         out.print(f"run {saved.id} ({saved.plan_name}): {data['status']}", markup=False)
         out.print(f"started {_when(saved.created_at)}, finished {_when(saved.finished_at)}; "
                   f"{saved.last_seq} events; workspace {saved.workspace}", markup=False)
