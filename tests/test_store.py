@@ -440,6 +440,9 @@ def test_function_plans_resume_with_the_callers_plan(tmp_path):
         sys.path.remove(str(tmp_path))
     with RunStore(db) as store:
         run_id = store.list_runs()[0]["run_id"]
+    res = cli("resume", run_id, "--store", str(db), cwd=tmp_path)
+    assert res.returncode == 2 and "Python function tasks" in res.stderr
+    with RunStore(db) as store:
         with pytest.raises(UsageError, match="cannot be reloaded from the store"):
             asyncio.run(pa.Executor(store=store).resume(run_id))
         result = asyncio.run(pa.Executor(store=store).resume(run_id, plan=make_plan(str(log))))
@@ -452,8 +455,6 @@ def test_function_plans_resume_with_the_callers_plan(tmp_path):
     # of starting s2 may not have stored it (documented); otherwise it shows as interrupted.
     assert [a.outcome for a in result.tasks["s2"].history] in (
         ["interrupted", "succeeded"], ["succeeded"])
-    res = cli("resume", run_id, "--store", str(db), cwd=tmp_path)
-    assert res.returncode == 2 and "Python function tasks" in res.stderr
 
 
 def test_coordination_files_keep_up_while_a_long_task_runs(tmp_path):
