@@ -542,6 +542,19 @@ def test_committing_task_frees_its_slot_but_holds_its_dependents() -> None:
     assert [d for d in s.decide() if isinstance(d, RunFinished)] == [RunFinished("succeeded")]
 
 
+def test_resumed_attempts_count_against_retries_unless_free() -> None:
+    """A resume passes the attempts already made; those the run's own cancel stopped are
+    free: they number the next attempt but do not use up a retry."""
+    plan = pa.Plan(tasks=[pa.Task(id="a", run=_noop, max_retries=1, retry_backoff_sec=0)])
+    spent = Scheduler(plan, prior_attempts={"a": 2})
+    assert [type(d) for d in spent.decide()] == [FailTask, RunFinished]
+    assert "no retries left: 2 attempt(s) already made" in spent.errors["a"]
+    s = Scheduler(plan, prior_attempts={"a": 2}, free_attempts={"a": 1})
+    assert [d.attempt for d in s.decide() if isinstance(d, StartTask)] == [3]
+    s.send(TaskFailed("a", "boom"))
+    assert [d for d in s.decide() if isinstance(d, FailTask)]  # its one retry was attempt 3
+
+
 def test_failed_commit_retries_without_releasing_a_slot_twice() -> None:
     plan = pa.Plan(tasks=[pa.Task(id="a", run=_noop, max_retries=1, retry_backoff_sec=0)],
                    pools={"default": pa.Pool(max_concurrent=1)})

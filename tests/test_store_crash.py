@@ -419,3 +419,38 @@ def test_resume_from_elsewhere_runs_where_the_run_started_and_leaves_no_straggle
             if line.startswith("| 2")}
     assert rows == {("quick", "1", "succeeded"), ("slow", "1", "interrupted"),
                     ("slow", "2", "succeeded")}, log
+
+
+def test_an_attempt_the_user_cancelled_does_not_use_up_a_retry(tmp_path: Path):
+    """Ctrl-C (or a server's shutdown) stops the run, not the task's chances: resumed, a
+    task with max_retries 0 whose attempt was cancelled runs again. (A crash's interrupted
+    attempt does count: the task may be what crashed the runner.)"""
+    first_time = ("import os, time\n"
+                  "if os.environ['PARALLEL_AGENTS_ATTEMPT'] == '1':\n"
+                  "    open('started', 'w').close(); time.sleep(60)\n"
+                  "print('done')\n")
+    plan = {"name": "ctrl-c", "tasks": [
+        {"id": "slow", "command": ["python", "-c", first_time], "max_retries": 0}]}
+    (tmp_path / "plan.yaml").write_text(yaml.safe_dump(plan))
+    env = {**os.environ, "PARALLEL_AGENTS_STORE": str(tmp_path / "runs.db")}
+    proc = cli("run", "plan.yaml", "-q", cwd=tmp_path, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "started").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130
+    run_id = store_rows(tmp_path / "runs.db", "SELECT id FROM runs")[0][0]
+    res = subprocess.run([sys.executable, "-m", "parallel_agents", "resume", run_id, "--json",
+                          "-q"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert res.returncode == 0, res.stderr
+    slow = json.loads(res.stdout)["tasks"]["slow"]
+    assert [a["outcome"] for a in slow["history"]] == ["cancelled", "succeeded"]
+    assert slow["output"] == "done"

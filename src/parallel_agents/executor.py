@@ -360,13 +360,14 @@ class _Run:
         }
         succeeded: set[str] = set()
         prior: dict[str, int] = {}
+        free: dict[str, int] = {}
         if executor.store is not None:
             self.durable = DurableRun(executor.store, run_id, plan, self.options,
                                       workspace=executor.workspace, resumed=resumed)
             self.workspace = self.durable.workspace_path
             if resumed is not None:
                 self.bus.seq = resumed.last_seq
-                succeeded, prior = self.durable.restore(self.results, time.time())
+                succeeded, prior, free = self.durable.restore(self.results, time.time())
         seed = self.options.seed
         rng = random.Random(seed) if seed is not None else random.Random()
         # -- budget: the worst case of each LLM task's first call gates its start --
@@ -388,7 +389,7 @@ class _Run:
         self.scheduler = Scheduler(
             plan, strategy=strategy,  # type: ignore[arg-type]
             max_workers=self.options.max_workers, fail_fast=self.options.fail_fast, rng=rng,
-            already_succeeded=succeeded, prior_attempts=prior,
+            already_succeeded=succeeded, prior_attempts=prior, free_attempts=free,
             budget=self.budget, start_cost=costs, open_ended=open_ended,
         )
         self.feed_error: str | None = None

@@ -185,7 +185,9 @@ class Scheduler:
     """Decides which task starts when. See the module docstring for the contract.
 
     `already_succeeded` and `prior_attempts` let a driver resume a run: succeeded tasks are
-    never started again, and attempts already made count against `max_retries`.
+    never started again, and attempts already made count against `max_retries`, except the
+    `free_attempts` among them (attempts the run's own cancel stopped: Ctrl-C, a server
+    shutdown; nothing the task did). Attempt numbers go on after all of them.
     """
 
     def __init__(
@@ -198,6 +200,7 @@ class Scheduler:
         rng: random.Random | None = None,
         already_succeeded: Iterable[str] = (),
         prior_attempts: Mapping[str, int] | None = None,
+        free_attempts: Mapping[str, int] | None = None,
         budget: Budget | None = None,
         start_cost: Mapping[str, float] | None = None,
         open_ended: bool = False,
@@ -222,6 +225,7 @@ class Scheduler:
 
         self.state: dict[str, TaskState] = {}
         self.attempts: dict[str, int] = dict(prior_attempts or {})
+        self._free: dict[str, int] = dict(free_attempts or {})
         self.errors: dict[str, str] = {}
         self._info: dict[str, _Info] = {}
         self._pending_decisions: list[Decision] = []
@@ -519,7 +523,8 @@ class Scheduler:
         attempt = self.attempts.get(task_id, 0)
         if self.state[task_id] is not TaskState.COMMITTING:
             self._release_slot(task_id)
-        if event.retryable and attempt <= info.max_retries and not self._stopping:
+        counted = attempt - self._free.get(task_id, 0) if self._free else attempt
+        if event.retryable and counted <= info.max_retries and not self._stopping:
             self._set(task_id, TaskState.RETRY_WAIT, "TaskFailed")
             delay = backoff_delay(info.backoff, attempt, self.rng)
             if event.retry_after is not None:
@@ -599,11 +604,12 @@ class Scheduler:
         info = self._info[task_id]
         if info.waiting_on or info.gate > self._gate_open:
             return
-        if self.attempts.get(task_id, 0) > info.max_retries:
+        made = self.attempts.get(task_id, 0) - self._free.get(task_id, 0)
+        if made > info.max_retries:
             # Resumed with every allowed attempt already spent (e.g. interrupted by a crash).
             self._fail(
                 task_id,
-                f"no retries left: {self.attempts[task_id]} attempt(s) already made "
+                f"no retries left: {made} attempt(s) already made "
                 f"(max_retries={info.max_retries})",
                 "Resume",
             )

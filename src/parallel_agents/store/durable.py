@@ -192,10 +192,14 @@ class DurableRun:
         if self.workspace is not None:
             self.workspace.extend(plan)
 
-    def restore(self, results: dict[str, TaskResult], now: float) -> tuple[set[str], dict[str, int]]:
+    def restore(self, results: dict[str, TaskResult], now: float
+                ) -> tuple[set[str], dict[str, int], dict[str, int]]:
         """On resume: fill results from the store; mark crashed attempts interrupted.
 
-        Returns (already_succeeded, prior_attempts) for the scheduler.
+        Returns (already_succeeded, prior_attempts, free_attempts) for the scheduler: an
+        attempt the run's own cancel stopped (Ctrl-C, a server shutdown, fail-fast) is not
+        the task's doing and does not count against its retries; one a crash cut off does
+        (the task may be what crashed the runner).
         """
         saved = self.resumed
         assert saved is not None
@@ -243,10 +247,12 @@ class DurableRun:
                 results[tid].usage = dict(entry.get("usage") or {})
         self._history = {tid: results[tid].history for tid in saved.attempts if tid in results}
         prior = {tid: len(results[tid].history) for tid in saved.attempts if tid in results}
+        free = {tid: n for tid in prior
+                if (n := sum(1 for a in results[tid].history if a.outcome == "cancelled"))}
         done = set(saved.outputs) & set(results)
         for tid in done:
             self._ended(tid)
-        return done, prior
+        return done, prior, free
 
     def _ended(self, task_id: str) -> str | None:
         """Count a task as ended; return "stage:NAME" if that closes its pipeline stage."""
