@@ -131,3 +131,27 @@ def test_dashboard_shows_the_coordinators_answer(page: Page, tmp_path: Path) -> 
         answer = page.locator("#final-response")
         expect(answer).to_contain_text("# Done", timeout=20_000)
         expect(answer).to_contain_text("Delivered <b>as text</b>.")  # text, never HTML
+
+
+def test_dashboard_ends_attempts_a_crash_cut_off_when_the_run_resumes(
+        page: Page, page_server: ServerThread) -> None:
+    """A resumed run's events start again with run_started: the Gantt keeps the first start
+    as its origin and ends the attempts left open at the moment the run stopped."""
+    page.goto(f"{page_server.url}/#token={TOKEN}")
+    attempts = page.evaluate("""() => {
+        const ex = { id: "x", status: "running", t0: null, tasks: {}, order: [], info: null };
+        const events = [
+            { kind: "run_started", time: 100 },
+            { kind: "task_started", task_id: "a", attempt: 1, time: 101 },
+            { kind: "task_started", task_id: "b", attempt: 1, time: 101 },
+            { kind: "task_succeeded", task_id: "b", attempt: 1, time: 102 },
+            { kind: "run_started", time: 160, data: { resumed: true, idle: [104, 160] } },
+            { kind: "task_started", task_id: "a", attempt: 2, time: 160.5 },
+        ];
+        for (const ev of events) onEvent(ex, ev);
+        return { t0: ex.t0, a: ex.tasks.a.attempts, b: ex.tasks.b.attempts };
+    }""")
+    assert attempts["t0"] == 100
+    assert attempts["a"] == [{"start": 101, "end": 104, "outcome": "interrupted"},
+                             {"start": 160.5, "end": None, "outcome": "running"}]
+    assert attempts["b"] == [{"start": 101, "end": 102, "outcome": "succeeded"}]

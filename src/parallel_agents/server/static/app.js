@@ -90,7 +90,16 @@ async function loadInfo() {
 
 function onEvent(ex, ev) {
   state.offset = Math.max(state.offset, ev.time - Date.now() / 1000);
-  if (ev.kind === "run_started") ex.t0 = ev.time;
+  if (ev.kind === "run_started") {
+    if (ex.t0 === null) ex.t0 = ev.time;
+    else {
+      // A resume: the attempts still open were cut off when the run stopped (data.idle[0]).
+      const stopped = ev.data && ev.data.idle ? ev.data.idle[0] : ev.time;
+      for (const id of ex.order) for (const a of ex.tasks[id].attempts) {
+        if (!a.end) { a.end = Math.max(a.start, stopped); a.outcome = "interrupted"; }
+      }
+    }
+  }
   if (ev.kind === "run_finished") { ex.status = (ev.data && ev.data.status) || ev.message; loadInfo(); refreshList(); }
   if (!ev.task_id) return;
   const t = ex.tasks[ev.task_id] || (ex.tasks[ev.task_id] = { status: "pending", attempts: [] });
