@@ -345,7 +345,9 @@ def test_time_queued_for_a_model_that_serves_one_call_at_a_time_is_not_work(
                                      workspace=tmp_path).execute(plan))
     assert [result.tasks[f"t{i}"].status for i in range(3)] == ["succeeded"] * 3
     late = result.tasks["late"].history[-1]
-    assert late.outcome == "timeout" and late.waited == pytest.approx(late.duration, abs=0.02)
+    # It queued until its 0.2 s timeout (the rest of its duration is the attempt's own
+    # overhead, which a loaded machine stretches).
+    assert late.outcome == "timeout" and 0.15 <= late.waited <= late.duration
     waits = sorted(result.tasks[f"t{i}"].history[-1].waited for i in range(3))
     assert waits[0] < 0.05 and waits[2] > 1.5 * call_seconds  # the last one queued twice
     assert result.serial_seconds == pytest.approx(3 * call_seconds, abs=0.12)

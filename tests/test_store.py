@@ -225,6 +225,48 @@ def test_cache_key_ignores_scheduling_fields_but_not_the_work():
     assert cache_key(base, {"a": 1}) != cache_key(base, {"a": 2})
 
 
+def _mul(a, b):
+    return a * b
+
+
+def _adder(n):
+    def add():
+        return n + 1
+    return add
+
+
+class _Scaler:
+    def __init__(self, k):
+        self.k = k
+
+    def __call__(self):
+        return self.k + 1
+
+
+def test_function_tasks_that_differ_only_in_what_they_hold_get_their_own_answers(tmp_path):
+    """Partials, closures and default arguments are part of a function task's identity; a
+    callable object or bound method (state in its instance) is never served from the cache."""
+    import functools
+
+    def run(fn):
+        with RunStore(tmp_path / "runs.db") as store:
+            plan = pa.Plan(tasks=[pa.Task(id="t", run=fn, cache=True)])
+            result = asyncio.run(pa.Executor(store=store).execute(plan))
+        return result.tasks["t"].output, result.tasks["t"].cached
+
+    assert run(functools.partial(_mul, 2, 3)) == (6, False)
+    assert run(functools.partial(_mul, 5, 7)) == (35, False)
+    assert run(functools.partial(_mul, 5, 7)) == (35, True)
+    assert run(_adder(1)) == (2, False)
+    assert run(_adder(100)) == (101, False)
+    assert run(_adder(100)) == (101, True)
+    assert run(lambda x=5: x) == (5, False)
+    assert run(lambda x=6: x) == (6, False)
+    assert run(_Scaler(9)) == (10, False)
+    assert run(_Scaler(9)) == (10, False)  # not cached: its state is not in a key
+    assert run(_Scaler(1).__call__) == (2, False)
+
+
 def test_command_tasks_that_read_their_task_are_not_served_each_others_output(tmp_path):
     """Three tasks run the same program, which answers from the task it reads on stdin (as
     examples/agents/build.py does): each keeps its own output from the cache, and a changed

@@ -526,14 +526,18 @@ class Plan(BaseModel):
 
 
 def accepts_context(fn: Callable[..., Any]) -> bool:
-    """True if `fn` takes an argument (the TaskContext); zero-argument callables are allowed."""
+    """True if `fn` takes the TaskContext: its first positional parameter has no default
+    (or is named `ctx`/`context`), or it takes *args. A parameter with a default is the
+    loop idiom `lambda i=i: work(i)`, not a slot for the context."""
     try:
         sig = inspect.signature(fn)
     except (TypeError, ValueError):
         return True
     for p in sig.parameters.values():
-        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL):
+        if p.kind is p.VAR_POSITIONAL:
             return True
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+            return p.default is p.empty or p.name in ("ctx", "context")
     return False
 
 

@@ -21,7 +21,7 @@ from ..agents.tools import WorkspaceError
 from ..events import Event
 from ..plan import Plan
 from ..results import AttemptRecord, RunResult, TaskResult
-from .cache import cache_key
+from .cache import Uncacheable, cache_key
 from .sqlite import TASKS_FROM_TABLES, CommitFuture, RunBatch, RunStore, StoredRun, _dumps
 from .workspace import Workspace, blobs_after, relative_in
 
@@ -451,10 +451,13 @@ class DurableRun:
         return self.options.cache or bool(getattr(task, "cache", False))
 
     def cache_lookup(self, task: Any, inputs: dict[str, Any], extra: Any = None
-                     ) -> tuple[str, TaskOutput | None, float]:
+                     ) -> tuple[str | None, TaskOutput | None, float]:
         """(key, stored output or None, seconds the original run took). `extra`: what the
         task's agent says its answer depends on (see `cache_key`)."""
-        key = cache_key(task, inputs, extra)
+        try:
+            key = cache_key(task, inputs, extra)
+        except Uncacheable:
+            return None, None, 0.0  # run it; its answer is not kept for others either
         hit = self.store.cache_get(key)
         if hit is None:
             return key, None, 0.0
