@@ -527,3 +527,17 @@ def test_coordination_files_keep_up_while_a_long_task_runs(tmp_path):
     finally:
         proc.kill()
         proc.communicate()
+
+
+def test_a_resume_that_fails_its_checks_leaves_the_run_as_it_was(tmp_path):
+    """A function plan resumed without its plan is refused; the stored run keeps its status
+    (it is not made to look interrupted) and its lease is given back."""
+    plan = pa.Plan(tasks=[pa.Task(id="t", run=lambda: 1)])
+    with RunStore(tmp_path / "runs.db") as store:
+        run_id = asyncio.run(pa.Executor(store=store).execute(plan)).run_id
+        with pytest.raises(UsageError, match="cannot be reloaded"):
+            asyncio.run(pa.Executor(store=store).resume(run_id))
+        store.flush()
+        saved = store.load_run(run_id)
+    assert (saved.status, saved.display_status(), saved.owner_pid) == (
+        "succeeded", "succeeded", None)

@@ -163,6 +163,7 @@ class DurableRun:
             )
         else:
             self.store.acquire(self.run_id)
+            self.store.submit("resumed", (time.time(), self.run_id))
             # The task rows, if the first process died before writing them (a no-op if not).
             self.store.submit("plan_tasks", (self.run_id,))
         try:

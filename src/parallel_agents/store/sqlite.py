@@ -227,6 +227,8 @@ SCHEMA_VERSION = len(MIGRATIONS)
 # REPLACE) goes before its start (INSERT OR IGNORE): a start in the same batch as its end
 # then writes nothing, one in an earlier batch is replaced.
 _SQL: dict[str, str] = {
+    # A resumed run starts again (first: its end, `run_update` below, may be in the batch).
+    "resumed": "UPDATE runs SET status = 'running', updated_at = ? WHERE id = ?",
     # A streamed plan grew (before its new tasks' rows, below, which read it).
     "plan_update": "UPDATE runs SET plan_json = ?, has_callables = ? WHERE id = ?",
     # A run's task rows, from its stored plan (INSERT OR IGNORE: also repairs a run whose
@@ -995,8 +997,10 @@ class RunStore:
                             f"for it to finish, or stop that process and resume again"
                         )
                     self._read.execute(
+                        # The status stays until the run really starts again
+                        # (`resumed`): a resume that fails its checks changes nothing.
                         "UPDATE runs SET owner_pid = ?, owner_host = ?, heartbeat_at = ?, "
-                        "status = 'running', updated_at = ? WHERE id = ?",
+                        "updated_at = ? WHERE id = ?",
                         (os.getpid(), socket.gethostname(), now, now, run_id))
                     self._read.execute("COMMIT")
                 except BaseException:
