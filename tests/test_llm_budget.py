@@ -269,3 +269,29 @@ def test_a_resumed_run_keeps_its_budget_and_what_it_already_paid(tmp_path: Path)
     assert again.tasks["b"].status == "skipped"
     assert again.tasks["b"].error.startswith("budget exhausted")
     assert again.cost_usd == pytest.approx(0.15) and again.to_dict()["budget_usd"] == 0.16
+
+
+def test_paid_answers_that_cannot_be_used_still_count_and_stop_at_the_budget(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server that bills every call but never answers valid JSON: the failed attempts' calls
+    are in the task's cost and usage, and the retries stop when the budget is spent instead
+    of calling (and paying) on for nothing."""
+    from tests.fakes.openai_server import FakeLLMServer, Reply
+
+    monkeypatch.setenv("FAKE_KEY", "sk-fake")
+    with FakeLLMServer() as srv:
+        srv.default = Reply.bad_json_content()
+        plan = pa.Plan(
+            prices={"openai:m": {"input_per_mtok": 100.0, "output_per_mtok": 100.0}},
+            providers={"openai": {"base_url": srv.openai_base_url, "api_key_env": "FAKE_KEY"}},
+            tasks=[pa.Task(id="json", prompt="Give me JSON.", model="openai:m",
+                           output_schema={"type": "object"}, max_tokens=50,
+                           max_iterations=1, max_retries=20, retry_backoff_sec=0)])
+        result = pa.run(plan, budget_usd=0.05, workspace=tmp_path)
+        billed = len(srv.requests)
+    task = result.tasks["json"]
+    # (the retry that no longer fits is not started: skipped, budget exhausted)
+    assert task.status in ("failed", "skipped"), (task.status, task.error, billed)
+    assert task.usage["output_tokens"] > 0 and task.cost_usd > 0
+    assert result.cost_usd <= 0.05
+    assert billed < 21 and task.error.startswith("budget exhausted"), (billed, task.error)

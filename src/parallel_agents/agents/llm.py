@@ -266,8 +266,17 @@ class LLMAgent(Agent):
                         f"cost up to ${worst:.6f} and ${budget.remaining:.6f} is left")
             try:
                 response = await provider.complete(request)
-            except BaseException:
-                if budget is not None:
+            except BaseException as exc:
+                paid = getattr(exc, "usage", None)
+                if isinstance(paid, Usage) and (paid.input_tokens or paid.output_tokens):
+                    # Answered and billed, but unusable: it counts, in the budget too.
+                    calls += 1
+                    call_cost = prices.cost(runs_as, paid)
+                    if budget is not None:
+                        budget.settle(key, call_cost)
+                    usage = usage + paid
+                    cost += call_cost
+                elif budget is not None:
                     budget.release(key)
                 raise
             calls += 1

@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .._exceptions import UsageError
-from .base import ProviderError
+from .base import ProviderError, Usage
 from .limits import parse_retry_after
 
 __all__ = [
@@ -126,10 +126,13 @@ def transport_error(provider: str, model: str, exc: BaseException, base_url: str
                          f"({type(exc).__name__}); will retry", retryable=True, provider=provider)
 
 
-def malformed(provider: str, model: str, why: str) -> ProviderError:
-    """The server answered 200 with something unusable: retryable (a new sample may be fine)."""
-    return ProviderError(f"{provider}:{model}: malformed response: {why}", retryable=True,
-                         provider=provider)
+def malformed(provider: str, model: str, why: str, usage: Usage | None = None) -> ProviderError:
+    """The server answered 200 with something unusable: retryable (a new sample may be fine).
+    `usage`: what the answer says it cost, which is paid whether we can use it or not."""
+    err = ProviderError(f"{provider}:{model}: malformed response: {why}", retryable=True,
+                        provider=provider)
+    err.usage = usage
+    return err
 
 
 def estimate_tokens(texts: Iterable[str], max_tokens: int) -> int:

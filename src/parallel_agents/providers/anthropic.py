@@ -139,9 +139,17 @@ class AnthropicProvider(Provider):
                                         lease, self.name, request.model, [self._api_key])
 
     def _to_response(self, message: Any, request: ChatRequest) -> ChatResponse:
+        # First what the answer cost: an unusable answer is paid for all the same.
+        u = getattr(message, "usage", None)
+        usage = Usage()
+        if u is not None:
+            cached = getattr(u, "cache_read_input_tokens", 0) or 0
+            created = getattr(u, "cache_creation_input_tokens", 0) or 0
+            # Anthropic's input_tokens excludes cache reads/writes; ours counts all input
+            usage = Usage((u.input_tokens or 0) + cached + created, u.output_tokens or 0, cached)
         content = getattr(message, "content", None)
         if content is None:
-            raise malformed(self.name, request.model, "no content in the answer")
+            raise malformed(self.name, request.model, "no content in the answer", usage)
         texts: list[str] = []
         calls: list[ToolCall] = []
         for block in content:
@@ -151,7 +159,7 @@ class AnthropicProvider(Provider):
             elif kind == "tool_use":
                 if not isinstance(block.input, dict):
                     raise malformed(self.name, request.model,
-                                    f"tool call {block.name!r} input is not an object")
+                                    f"tool call {block.name!r} input is not an object", usage)
                 calls.append(ToolCall(id=block.id, name=block.name, arguments=block.input))
         text = "".join(texts)
         forced = [c for c in calls if c.name == JSON_TOOL]
@@ -162,14 +170,7 @@ class AnthropicProvider(Provider):
                 json.loads(text)
             except json.JSONDecodeError as exc:
                 raise malformed(self.name, request.model,
-                                "asked for JSON but the answer is not valid JSON") from exc
-        u = getattr(message, "usage", None)
-        usage = Usage()
-        if u is not None:
-            cached = getattr(u, "cache_read_input_tokens", 0) or 0
-            created = getattr(u, "cache_creation_input_tokens", 0) or 0
-            # Anthropic's input_tokens excludes cache reads/writes; ours counts all input
-            usage = Usage((u.input_tokens or 0) + cached + created, u.output_tokens or 0, cached)
+                                "asked for JSON but the answer is not valid JSON", usage) from exc
         stop = getattr(message, "stop_reason", None)
         finish = ("tool_calls" if calls else "length" if stop == "max_tokens" else "stop")
         return ChatResponse(text=text, tool_calls=calls, usage=usage,

@@ -129,6 +129,9 @@ class ProviderError(TaskError):
         self.status = status
         self.retry_after = retry_after
         self.provider = provider
+        #: the tokens the call was billed for when the server answered, but unusably (a
+        #: malformed answer): they count in the run's totals and budget all the same
+        self.usage: Usage | None = None
 
 
 class Provider(ABC):

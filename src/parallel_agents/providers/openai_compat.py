@@ -116,8 +116,15 @@ class OpenAIProvider(Provider):
                                         lease, self.name, request.model, [self._api_key])
 
     def _to_response(self, completion: Any, request: ChatRequest) -> ChatResponse:
+        # First what the answer cost: an unusable answer is paid for all the same.
+        usage = Usage()
+        if getattr(completion, "usage", None) is not None:
+            details = getattr(completion.usage, "prompt_tokens_details", None)
+            usage = Usage(completion.usage.prompt_tokens or 0,
+                          completion.usage.completion_tokens or 0,
+                          (getattr(details, "cached_tokens", 0) or 0) if details else 0)
         if not getattr(completion, "choices", None):
-            raise malformed(self.name, request.model, "no choices in the answer")
+            raise malformed(self.name, request.model, "no choices in the answer", usage)
         choice = completion.choices[0]
         message = choice.message
         calls = []
@@ -126,11 +133,12 @@ class OpenAIProvider(Provider):
                 args = json.loads(call.function.arguments or "{}")
             except json.JSONDecodeError as exc:
                 raise malformed(self.name, request.model,
-                                f"tool call {call.function.name!r} has invalid JSON arguments"
-                                ) from exc
+                                f"tool call {call.function.name!r} has invalid JSON arguments",
+                                usage) from exc
             if not isinstance(args, dict):
                 raise malformed(self.name, request.model,
-                                f"tool call {call.function.name!r} arguments are not an object")
+                                f"tool call {call.function.name!r} arguments are not an object",
+                                usage)
             calls.append(ToolCall(id=call.id, name=call.function.name, arguments=args))
         text = message.content or ""
         if request.json_schema is not None and not calls:
@@ -138,13 +146,7 @@ class OpenAIProvider(Provider):
                 json.loads(text)
             except json.JSONDecodeError as exc:
                 raise malformed(self.name, request.model,
-                                "asked for JSON but the answer is not valid JSON") from exc
-        usage = Usage()
-        if completion.usage is not None:
-            details = getattr(completion.usage, "prompt_tokens_details", None)
-            usage = Usage(completion.usage.prompt_tokens or 0,
-                          completion.usage.completion_tokens or 0,
-                          (getattr(details, "cached_tokens", 0) or 0) if details else 0)
+                                "asked for JSON but the answer is not valid JSON", usage) from exc
         finish = "tool_calls" if calls else (choice.finish_reason or "stop")
         if finish not in ("stop", "length", "tool_calls"):
             finish = "stop"
