@@ -495,3 +495,13 @@ def test_two_runs_at_once_on_one_executor() -> None:
 
     a, b = asyncio.run(main())
     assert a.status == b.status == "succeeded" and a.run_id != b.run_id
+
+
+def test_run_from_async_code_is_a_usage_error_naming_the_async_way() -> None:
+    plan = pa.Plan(tasks=[pa.Task(id="a", run=lambda: 1)])
+
+    async def inside() -> None:
+        with pytest.raises(pa.UsageError, match=r"await parallel_agents.Executor"):
+            pa.run(plan)
+
+    asyncio.run(inside())

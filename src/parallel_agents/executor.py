@@ -103,7 +103,8 @@ class Executor:
 
     * **strategy** - `dependency` (default), `sequential`, `waves` or `pipeline`; overrides
       the plan's own `strategy`.
-    * **max_workers** - a global limit on running tasks, on top of the pools' limits.
+    * **max_workers** - a limit on each run's running tasks, on top of the pools' limits
+      (per run: two plans executed at once by one executor have one each).
     * **fail_fast** - on the first task that fails for good, cancel running tasks and skip
       the rest. By default independent work continues (graceful degradation).
     * **agents** - extra or replacement agents by task kind (`"command"`, `"function"`, ...).
@@ -319,6 +320,14 @@ def _check_cwd(saved: StoredRun, plan: Plan, options: RunOptions) -> None:
 
 def run(plan: Plan, **options: Any) -> RunResult:
     """Run `plan` and block until it ends. Options are those of `Executor`."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        raise UsageError("parallel_agents.run() blocks, so it cannot be called from async code "
+                         "(an event loop is running here); use `await "
+                         "parallel_agents.Executor(...).execute(plan)` instead")
 
     async def go() -> RunResult:
         async with Executor(**options) as executor:
