@@ -505,3 +505,16 @@ def test_run_from_async_code_is_a_usage_error_naming_the_async_way() -> None:
             pa.run(plan)
 
     asyncio.run(inside())
+
+
+def test_a_sync_function_abandoned_on_timeout_does_not_hold_up_run() -> None:
+    """A thread cannot be interrupted: on timeout the attempt fails and the thread is left to
+    finish on its own, and `pa.run` returns without waiting for it."""
+    release = threading.Event()
+    plan = pa.Plan(tasks=[pa.Task(id="stuck", run=lambda: release.wait(5), timeout_sec=0.2)])
+    t0 = time.monotonic()
+    result = pa.run(plan)
+    took = time.monotonic() - t0
+    release.set()
+    assert result.tasks["stuck"].status == "failed" and "timed out" in result.tasks["stuck"].error
+    assert took < 2.0

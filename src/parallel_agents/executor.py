@@ -287,7 +287,12 @@ class Executor:
             run.cancel(reason)
 
     async def aclose(self) -> None:
-        """Release the backend's workers (a Ray instance this executor started stops too)."""
+        """Release the backend's workers (a Ray instance this executor started stops too) and
+        the threads of sync function tasks (one abandoned on timeout is not waited for)."""
+        for agent in self.agents.values():
+            close = getattr(agent, "close", None)
+            if callable(close):
+                close()
         if self._backend_started:
             self._backend_started = False
             await self.backend.close()

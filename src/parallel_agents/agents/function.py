@@ -11,6 +11,7 @@ import asyncio
 import contextvars
 import functools
 import inspect
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ..plan import accepts_context
@@ -34,7 +35,21 @@ def function_shape(fn: Any) -> tuple[bool, bool]:
 
 class FunctionAgent(Agent):
     """Calls `task.run`. The executor awaits a coroutine function's coroutine itself when this
-    agent runs on the local backend (one frame less per task); this `run` covers the rest."""
+    agent runs on the local backend (one frame less per task); this `run` covers the rest.
+
+    Plain functions run in this agent's own threads, not the loop's default executor: a
+    thread abandoned on timeout then does not hold up `asyncio.run` (which waits for the
+    default executor's threads) once the run is over; `close()` lets them go.
+    """
+
+    def __init__(self) -> None:
+        self._threads: ThreadPoolExecutor | None = None
+
+    def close(self) -> None:
+        """Stop handing out threads; an abandoned one finishes on its own, unwaited."""
+        if self._threads is not None:
+            self._threads.shutdown(wait=False, cancel_futures=True)
+            self._threads = None
 
     async def run(self, task: Any, ctx: TaskContext) -> Any:
         fn = task.run
@@ -45,7 +60,10 @@ class FunctionAgent(Agent):
         # In the caller's context (as asyncio.to_thread does): the run's default model, and
         # any context variable the caller set, are the same in the thread.
         call = contextvars.copy_context().run
-        result = await loop.run_in_executor(None, call, *((fn, ctx) if takes_ctx else (fn,)))
+        if self._threads is None:
+            self._threads = ThreadPoolExecutor(thread_name_prefix="parallel-agents-function")
+        result = await loop.run_in_executor(self._threads, call,
+                                            *((fn, ctx) if takes_ctx else (fn,)))
         if inspect.isawaitable(result):
             result = await result
         return result
