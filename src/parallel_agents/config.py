@@ -26,11 +26,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import yaml
 from pydantic import ValidationError
 
 from ._exceptions import UsageError
-from .plan import STRATEGIES, Plan, Pool, check_model_spec, check_provider_name
+from .plan import (STRATEGIES, Plan, Pool, check_model_spec, check_provider_name,
+                   parse_plan_text)
 
 __all__ = ["Config", "ConfigError", "Setting", "load_config", "load_plan", "find_config_file",
            "effective_run_options", "ENV_VARS", "CONFIG_FILE_NAMES"]
@@ -400,9 +400,10 @@ def load_plan(path: str | Path, config: Config | None = None) -> Plan:
         return Plan.from_file(path)
     try:
         text = path.read_text(encoding="utf-8")
-        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError):
+    except (OSError, UnicodeDecodeError):
         return Plan.from_file(path)  # raises the plan loader's precise error
+    data = parse_plan_text(text, fmt="json" if path.suffix.lower() == ".json" else "yaml",
+                           source=str(path))
     if not isinstance(data, dict) or not all(data.get(k) is None or isinstance(data.get(k), dict)
                                              for k in ("pools", "providers")):
         return Plan.from_dict(data, source=str(path))
