@@ -287,6 +287,7 @@ def test_many_problems_in_one_message(tmp_path: Path) -> None:
         (["run", "missing.yaml"], "no such plan file: missing.yaml"),
         (["run", "plan.json", "--strategy", "fastest"], "unknown strategy 'fastest'"),
         (["run", "plan.json", "--max-workers", "0"], "max-workers"),
+        (["run", "plan.json", "--budget", "inf"], "--budget must be a finite number"),
         (["run", "plan.txt"], "use a .yaml, .yml or .json file"),
         (["run", "."], "is a directory"),
         (["run"], "PLAN"),

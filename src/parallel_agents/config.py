@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import os
 import re
 import tomllib
@@ -260,8 +261,8 @@ def _check_value(key: str, value: Any, where: str, problems: list[str]) -> None:
         problems.append(f"{where}: unknown strategy {value!r}; use one of {', '.join(STRATEGIES)}")
     elif key in ("defaults.max_workers", "budget.max_tokens") and value < 1:
         problems.append(f"{where}: must be at least 1, got {value}")
-    elif key == "budget.max_cost_usd" and value <= 0:
-        problems.append(f"{where}: must be more than 0, got {value}")
+    elif key == "budget.max_cost_usd" and not (0 < value < math.inf):  # (NaN fails too)
+        problems.append(f"{where}: must be a finite number more than 0, got {value}")
     elif key == "defaults.model":
         try:
             check_model_spec(value)
