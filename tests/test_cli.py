@@ -287,6 +287,7 @@ def test_many_problems_in_one_message(tmp_path: Path) -> None:
         (["run", "missing.yaml"], "no such plan file: missing.yaml"),
         (["run", "plan.json", "--strategy", "fastest"], "unknown strategy 'fastest'"),
         (["run", "plan.json", "--max-workers", "0"], "max-workers"),
+        (["run", "plan.json", "--budget", "inf"], "--budget must be a finite number"),
         (["run", "plan.txt"], "use a .yaml, .yml or .json file"),
         (["run", "."], "is a directory"),
         (["run"], "PLAN"),
@@ -301,13 +302,63 @@ def test_usage_errors_exit_2(tmp_path: Path, args: list[str], fragment: str) -> 
     assert "Traceback" not in proc.stderr
 
 
-def test_empty_plan_succeeds(tmp_path: Path) -> None:
+@pytest.mark.parametrize("text", ["", "tasks: []\n", "name: x\n"],
+                         ids=["empty", "no-tasks", "name-only"])
+def test_a_plan_file_without_tasks_exits_2(tmp_path: Path, text: str) -> None:
     path = tmp_path / "empty.yaml"
-    path.write_text("name: nothing\ntasks: []\n")
-    proc = cli("run", str(path), "--json", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    data = one_json_object(proc.stdout)
-    assert data["status"] == "succeeded" and data["tasks"] == {}
+    path.write_text(text)
+    for command in (["run", "--json"], ["plan"]):
+        proc = cli(command[0], str(path), *command[1:], cwd=tmp_path)
+        assert proc.returncode == 2, proc.stderr
+        assert f"invalid plan in {path}" in proc.stderr
+        assert "the plan has no tasks; add at least one under tasks:" in proc.stderr
+        assert proc.stdout == ""
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("tasks: [{id: b, command: 5}]\n",
+         "tasks[0] (b).command: command must be a list of strings"),
+        ("tasks: [{id: b, command: true}]\n",
+         "tasks[0] (b).command: command must be a list of strings"),
+        ("tasks: [{id: b, command: [echo], estimated_seconds: 1e400}]\n",
+         "tasks[0] (b).estimated_seconds: Input should be a finite number"),
+        ("tasks: [{id: b, command: [echo], timeout_sec: .nan}]\n",
+         "tasks[0] (b).timeout_sec: Input should be a finite number"),
+        ('tasks: [{id: "nul\\0x", command: [echo]}]\n', "contains the control character"),
+        ("tasks: [{id: b, command: [echo], env: {A: [abc, def]}}]\n",
+         "A: a list is not an environment value"),
+        ("tasks: [{id: a, command: [echo]}]\ntasks: [{id: b, command: [echo]}]\n",
+         "line 2 column 1: invalid YAML: duplicate key 'tasks' (first on line 1)"),
+        ("strategy: pipeline\nstages: [build]\ntasks: [{id: b, command: [echo], stage: biuld}]\n",
+         "tasks[0] (b).stage: stage 'biuld' is not listed in `stages` (build); "
+         "did you mean 'build'?"),
+    ],
+    ids=["command-int", "command-bool", "inf", "nan", "nul-id", "env-list", "duplicate-key",
+         "stage"],
+)
+def test_bad_values_are_plan_errors_never_tracebacks(tmp_path: Path, text: str,
+                                                     fragment: str) -> None:
+    path = tmp_path / "plan.yaml"
+    path.write_text(text)
+    for command in (["run", "--json", "--no-store"], ["plan"]):
+        proc = cli(command[0], str(path), *command[1:], cwd=tmp_path)
+        assert proc.returncode == 2, proc.stderr
+        assert f"invalid plan in {path}" in proc.stderr
+        assert fragment in proc.stderr
+        assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+def test_stage_problems_of_a_pipeline_asked_for_on_the_command_line(tmp_path: Path) -> None:
+    path = tmp_path / "plan.yaml"
+    path.write_text("stages: [build, test]\ntasks:\n  - {id: a, command: [echo], stage: tset}\n")
+    for command in ("run", "plan"):
+        proc = cli(command, str(path), "--strategy", "pipeline", cwd=tmp_path)
+        assert proc.returncode == 2, proc.stderr
+        assert f"invalid plan in {path}: 1 problem" in proc.stderr
+        assert ("tasks[0] (a).stage: stage 'tset' is not listed in `stages` (build, test); "
+                "did you mean 'test'?") in proc.stderr
 
 
 def test_sigint_cancels_cleanly_exit_130(tmp_path: Path, cleanup_pids: list[Path]) -> None:

@@ -176,13 +176,30 @@ def test_cycle_reported_together_with_other_problems() -> None:
     assert "dependency cycle: a -> b -> a" in text or "dependency cycle: b -> a -> b" in text
 
 
-def test_empty_plan_is_valid_and_succeeds_at_once(tmp_path: Path) -> None:
-    for plan in (pa.Plan(), pa.Plan.from_dict({}), pa.Plan.from_text("")):
+def test_empty_plan_built_in_python_is_valid_and_succeeds_at_once() -> None:
+    # The coordinator's streaming planner starts from an empty plan and grows it.
+    for plan in (pa.Plan(), pa.Plan.from_dict({"tasks": []}, allow_empty=True)):
         assert len(plan) == 0
         result = pa.run(plan)
         assert result.status == "succeeded"
         assert result.tasks == {}
         assert result.makespan_seconds < 1.0
+
+
+@pytest.mark.parametrize("text", ["", "tasks: []\n", "name: x\n", "tasks:\n"])
+def test_a_plan_file_without_tasks_is_refused(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "plan.yaml"
+    path.write_text(text)
+    with pytest.raises(pa.PlanError) as info:
+        pa.Plan.from_file(path)
+    assert str(info.value) == (f"invalid plan in {path}: 1 problem\n"
+                               "  - the plan has no tasks; add at least one under tasks:")
+    with pytest.raises(pa.PlanError, match="the plan has no tasks"):
+        pa.Plan.from_dict({"name": "x"})
+    # Reported together with the other problems.
+    with pytest.raises(pa.PlanError) as info:
+        pa.Plan.from_dict({"nme": "x", "tasks": []})
+    assert len(info.value.problems) == 2
 
 
 def test_python_built_plan() -> None:
@@ -225,3 +242,197 @@ def test_yaml_scalars_in_command_and_booleans_explained() -> None:
     with pytest.raises(pa.PlanError) as info:
         pa.Plan.from_text("tasks:\n  - {id: a, command: [true]}\n")
     assert "read as a boolean" in str(info.value) and 'quote it, e.g. "true"' in str(info.value)
+
+
+@pytest.mark.parametrize("command, shown", [(5, "got 5"), (True, "got True"),
+                                            ({"a": 1}, "got dict")])
+def test_command_of_the_wrong_type_is_a_problem_not_a_crash(command: object, shown: str) -> None:
+    with pytest.raises(pa.PlanError) as info:
+        pa.Plan.from_dict({"tasks": [{"id": "b", "command": command}]})
+    found = problems_of(info.value)
+    assert "must be a list of strings (the program and its arguments) or a string" in \
+        found["tasks[0] (b).command"]
+    assert shown in found["tasks[0] (b).command"]
+
+
+@pytest.mark.parametrize(
+    "yaml_text, location",
+    [
+        ("tasks: [{id: a, command: [x], estimated_seconds: 1e400}]",
+         "tasks[0] (a).estimated_seconds"),
+        ("tasks: [{id: a, command: [x], timeout_sec: .inf}]", "tasks[0] (a).timeout_sec"),
+        ("tasks: [{id: a, command: [x], timeout_sec: .nan}]", "tasks[0] (a).timeout_sec"),
+        ("tasks: [{id: a, command: [x], retry_backoff_sec: .inf}]",
+         "tasks[0] (a).retry_backoff_sec"),
+        ("pools: {p: {timeout_sec: .nan}}\ntasks: [{id: a, command: [x], pool: p}]",
+         "pools.p.timeout_sec"),
+        ("pools: {p: {retry_backoff_sec: .inf}}\ntasks: [{id: a, command: [x], pool: p}]",
+         "pools.p.retry_backoff_sec"),
+        ("budget_usd: .inf\ntasks: [{id: a, command: [x]}]", "budget_usd"),
+        ("prices: {'openai:m': {input_per_mtok: .nan, output_per_mtok: 1}}\n"
+         "tasks: [{id: a, command: [x]}]", "prices.openai:m.input_per_mtok"),
+        ("providers: {openai: {timeout_sec: .inf}}\ntasks: [{id: a, command: [x]}]",
+         "providers.openai.timeout_sec"),
+        ("roles: {r: {system_prompt: s, temperature: .nan}}\ntasks: [{id: a, command: [x]}]",
+         "roles.r.temperature"),
+    ],
+)
+def test_every_float_must_be_finite(yaml_text: str, location: str) -> None:
+    with pytest.raises(pa.PlanError) as info:
+        pa.Plan.from_text(yaml_text)
+    found = problems_of(info.value)
+    assert "finite number" in found[location], found
+
+
+def test_json_infinity_nan_and_huge_numbers_are_refused() -> None:
+    with pytest.raises(pa.PlanError, match="finite number"):
+        pa.Plan.from_text('{"tasks": [{"id": "a", "command": ["x"], "timeout_sec": Infinity}]}',
+                          fmt="json")
+    with pytest.raises(pa.PlanError, match="finite number"):
+        pa.Plan.from_text('{"tasks": [{"id": "a", "command": ["x"], "estimated_seconds": 1e400}]}',
+                          fmt="json")
+
+
+def test_cross_task_checks_run_despite_field_errors() -> None:
+    data = {"tasks": [
+        {"id": "backend", "command": ["x"], "max_retries": "lots", "timeout_sec": -1},
+        {"id": "audit", "command": ["x"], "depends_on": ["backnd"]},
+        {"id": "deploy", "command": ["x"], "pool": "nopool"},
+        # A task with a bad field still has its own dependencies, pool and role checked ...
+        {"id": "docs", "command": ["x"], "priority": "urgent", "depends_on": ["audt"],
+         "pool": "gpu"},
+        {"id": "llm", "agent": "nobody", "prompt": "p", "max_tokens": 0},
+        # ... and counts for duplicate ids and cycles.
+        {"id": "docs", "command": ["x"], "estimated_seconds": 0},
+        {"id": "c1", "command": ["x"], "depends_on": "c2", "timeout_sec": 0},
+        {"id": "c2", "command": ["x"], "depends_on": "c1"},
+    ]}
+    with pytest.raises(pa.PlanError) as info:
+        pa.Plan.from_dict(data)
+    found = problems_of(info.value)
+    assert "unknown task 'backnd'; did you mean 'backend'?" in found["tasks[1] (audit).depends_on"]
+    assert "unknown pool 'nopool'" in found["tasks[2] (deploy).pool"]
+    assert "unknown priority" in found["tasks[3] (docs).priority"]
+    assert "unknown task 'audt'; did you mean 'audit'?" in found["tasks[3] (docs).depends_on"]
+    assert "unknown pool 'gpu'" in found["tasks[3] (docs).pool"]
+    assert "unknown role 'nobody'" in found["tasks[4] (llm).agent"]
+    assert "duplicate task id 'docs' (first used by tasks[3])" in found["tasks[5] (docs)"]
+    assert "c1 -> c2 -> c1" in found["tasks"] or "c2 -> c1 -> c2" in found["tasks"]
+    assert len(info.value.problems) == 13
+
+
+def test_locations_count_tasks_that_failed_validation() -> None:
+    # The unknown role is in the file's tasks[1], though tasks[0] did not validate.
+    with pytest.raises(pa.PlanError) as info:
+        pa.Plan.from_dict({"tasks": [{"id": "a", "command": []},
+                                     {"id": "b", "agent": "nobody", "prompt": "p"}]})
+    assert "tasks[1] (b).agent" in problems_of(info.value)
+
+
+def test_plan_settings_with_errors_still_serve_the_task_checks() -> None:
+    # budget_usd is bad; the plan's own role is still known, so `writer2` is not "unknown".
+    with pytest.raises(pa.PlanError) as info:
+        pa.Plan.from_dict({"budget_usd": "x", "roles": {"writer2": {"system_prompt": "w"}},
+                           "tasks": [{"id": "a", "agent": "writer2", "prompt": "p"}]})
+    assert list(problems_of(info.value)) == ["budget_usd"]
+
+
+@pytest.mark.parametrize(
+    "text, key, line",
+    [
+        ("tasks: [{id: a, command: [x]}]\ntasks: [{id: b, command: [x]}]\n", "'tasks'", 2),
+        ("tasks:\n  - id: a\n    command: [x]\n    id: b\n", "'id'", 4),
+        ("pools:\n  p: {max_concurrent: 1, max_concurrent: 2}\ntasks: [{id: a, command: [x]}]\n",
+         "'max_concurrent'", 2),
+    ],
+)
+def test_duplicate_yaml_keys_are_refused_with_their_line(tmp_path: Path, text: str, key: str,
+                                                         line: int) -> None:
+    path = tmp_path / "plan.yaml"
+    path.write_text(text)
+    with pytest.raises(pa.PlanError) as info:
+        pa.Plan.from_file(path)
+    message = str(info.value)
+    assert f"in {path}" in message and f"line {line} column" in message
+    assert f"duplicate key {key}" in message
+
+
+def test_duplicate_keys_through_the_config_loader_and_in_json(tmp_path: Path) -> None:
+    from parallel_agents.config import load_config, load_plan
+
+    config_file = tmp_path / "parallel-agents.toml"
+    config_file.write_text("[pools.gpu]\nmax_concurrent = 1\n")
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("tasks: [{id: a, command: [x]}]\ntasks: [{id: b, command: [x]}]\n")
+    with pytest.raises(pa.PlanError, match="line 2 column 1: invalid YAML: duplicate key 'tasks'"):
+        load_plan(plan, load_config(str(config_file)))
+    with pytest.raises(pa.PlanError, match="invalid JSON: duplicate key 'id'"):
+        pa.Plan.from_text('{"tasks": [{"id": "a", "id": "b", "command": ["x"]}]}', fmt="json")
+
+
+def test_yaml_merge_keys_may_still_override() -> None:
+    # `<<: *anchor` then the same key is how YAML overrides a merged value: not a duplicate.
+    plan = pa.Plan.from_text("tasks:\n  - &t {id: a, command: [x], priority: 2}\n"
+                             "  - {<<: *t, id: b, priority: 9}\n")
+    assert plan.task("b").priority == 9 and plan.task("b").command == ("x",)
+
+
+def test_pipeline_stage_problems_are_reported_with_the_rest() -> None:
+    data = {"strategy": "pipeline", "stages": ["build", "test"], "tasks": [
+        {"id": "a", "command": ["x"], "stage": "biuld"},
+        {"id": "b", "command": ["x"], "stage": "test", "timeout_sec": 0},
+        {"id": "c", "command": ["x"]},
+    ]}
+    with pytest.raises(pa.PlanError) as info:
+        pa.Plan.from_dict(data, source="plan.yaml")
+    found = problems_of(info.value)
+    assert found["tasks[0] (a).stage"] == ("stage 'biuld' is not listed in `stages` "
+                                           "(build, test); did you mean 'build'?")
+    assert "needs a stage" in found["tasks[2] (c).stage"]
+    assert "greater than 0" in found["tasks[1] (b).timeout_sec"]
+    assert str(info.value).startswith("invalid plan in plan.yaml: 3 problems")
+
+
+def test_env_values_numbers_and_booleans_become_text_others_are_refused() -> None:
+    plan = pa.Plan.from_text("tasks:\n  - id: a\n    command: [x]\n"
+                             "    env: {PORT: 8080, RATIO: 0.5, DEBUG: true, NAME: web}\n")
+    assert plan.task("a").env == {"PORT": "8080", "RATIO": "0.5", "DEBUG": "true", "NAME": "web"}
+    with pytest.raises(pa.PlanError) as info:
+        pa.Plan.from_text("tasks:\n  - id: a\n    command: [x]\n"
+                          "    env: {LIST: [abc, def], MAP: {k: v}, NONE: null, NUL: \"a\\0b\"}\n")
+    message = problems_of(info.value)["tasks[0] (a).env"]
+    assert "LIST: a list is not an environment value" in message
+    assert "MAP: a mapping is not an environment value" in message
+    assert "NONE: no value (null)" in message
+    assert "NUL: the value contains a NUL byte" in message
+
+
+@pytest.mark.parametrize(
+    "data, location, fragment",
+    [
+        ({"tasks": [{"id": "nul\u0000x", "command": ["x"]}]}, "tasks[0] (nul\\x00x).id",
+         "control character '\\x00'"),
+        ({"tasks": [{"id": "", "command": ["x"]}]}, "tasks[0] ().id", "task id is empty"),
+        ({"tasks": [{"id": "a\nb", "command": ["x"]}]}, "tasks[0] (a\\nb).id",
+         "control character"),
+        ({"tasks": [{"id": "a", "command": ["x"], "pool": "g\u0007"}]}, "tasks[0] (a).pool",
+         "pool name 'g\\x07' contains the control character"),
+        ({"tasks": [{"id": "a", "command": ["x"], "pool": ""}]}, "tasks[0] (a).pool",
+         "pool name is empty"),
+        ({"pools": {"g\u0000": {}}, "tasks": [{"id": "a", "command": ["x"]}]}, "pools",
+         "pool name 'g\\x00' contains the control character"),
+        ({"tasks": [{"id": "a", "command": ["x"], "stage": "s\u001b"}]}, "tasks[0] (a).stage",
+         "stage name 's\\x1b' contains the control character"),
+        ({"stages": ["", "b"], "tasks": [{"id": "a", "command": ["x"]}]}, "stages",
+         "stage name is empty"),
+    ],
+)
+def test_names_with_control_characters_or_empty_are_refused(data: dict, location: str,
+                                                            fragment: str) -> None:
+    with pytest.raises(pa.PlanError) as info:
+        pa.Plan.from_dict(data)
+    found = problems_of(info.value)
+    assert location in found, found
+    assert fragment in found[location]
+    with pytest.raises(ValueError, match="control character"):
+        pa.Task(id="nul\u0000x", command=["x"])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import signal
 import sys
@@ -159,6 +160,8 @@ def run_command(
     """Run a plan file, or a request in words (the coordinator plans it, agents run it)."""
     if strategy is not None and strategy not in STRATEGIES:
         _fail_usage(f"unknown strategy {strategy!r}: use one of {', '.join(STRATEGIES)}")
+    if budget is not None and not math.isfinite(budget):  # inf would print as `Infinity`
+        _fail_usage(f"--budget must be a finite number of USD, got {budget}")
     if no_store and (cache or rollback or store_path):
         _fail_usage("--no-store cannot be combined with --store, --cache or --rollback-on-failure")
     from . import cli_coordinator

@@ -72,6 +72,15 @@ def setup_run(plan_file: str, *, config_file: str | None, max_workers: int | Non
         _fail(str(exc))
         raise AssertionError("unreachable") from None
     opts = effective_run_options(config, plan)
+    # A pipeline asked for on the command line is checked here, so its problems name the
+    # file like every other plan problem (one in the plan file is checked on loading).
+    from .executor import _check_strategy
+
+    try:
+        _check_strategy(plan, opts["strategy"].value or plan.strategy or "dependency",
+                        source=plan_file)
+    except ParallelAgentsError as exc:
+        _fail(str(exc))
     return RunSetup(plan, config, opts["strategy"].value, opts["max_workers"].value,
                     bool(opts["fail_fast"].value))
 
@@ -99,16 +108,10 @@ def plan_command(
 ) -> None:
     """Preview a plan: validation, dependency graph, predicted timeline and makespan (virtual
     time, from estimated_seconds), predicted cost, serial baseline. Runs no agent."""
-    from .executor import _check_strategy
     from .preview import preview_plan
 
     setup = setup_run(plan_file, config_file=config_file, max_workers=max_workers,
                       strategy=strategy)
-    effective = setup.strategy or setup.plan.strategy or "dependency"
-    try:
-        _check_strategy(setup.plan, effective)
-    except ParallelAgentsError as exc:
-        _fail(str(exc))
     data = preview_plan(setup.plan, strategy=setup.strategy, max_workers=setup.max_workers)
     if show_plan:
         data["plan"] = setup.plan.describe()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import os
 import re
 import tomllib
@@ -26,11 +27,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import yaml
 from pydantic import ValidationError
 
 from ._exceptions import UsageError
-from .plan import STRATEGIES, Plan, Pool, check_model_spec, check_provider_name
+from .plan import (STRATEGIES, Plan, Pool, check_model_spec, check_provider_name,
+                   parse_plan_text)
 
 __all__ = ["Config", "ConfigError", "Setting", "load_config", "load_plan", "find_config_file",
            "effective_run_options", "ENV_VARS", "CONFIG_FILE_NAMES"]
@@ -260,8 +261,8 @@ def _check_value(key: str, value: Any, where: str, problems: list[str]) -> None:
         problems.append(f"{where}: unknown strategy {value!r}; use one of {', '.join(STRATEGIES)}")
     elif key in ("defaults.max_workers", "budget.max_tokens") and value < 1:
         problems.append(f"{where}: must be at least 1, got {value}")
-    elif key == "budget.max_cost_usd" and value <= 0:
-        problems.append(f"{where}: must be more than 0, got {value}")
+    elif key == "budget.max_cost_usd" and not (0 < value < math.inf):  # (NaN fails too)
+        problems.append(f"{where}: must be a finite number more than 0, got {value}")
     elif key == "defaults.model":
         try:
             check_model_spec(value)
@@ -400,9 +401,10 @@ def load_plan(path: str | Path, config: Config | None = None) -> Plan:
         return Plan.from_file(path)
     try:
         text = path.read_text(encoding="utf-8")
-        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError):
+    except (OSError, UnicodeDecodeError):
         return Plan.from_file(path)  # raises the plan loader's precise error
+    data = parse_plan_text(text, fmt="json" if path.suffix.lower() == ".json" else "yaml",
+                           source=str(path))
     if not isinstance(data, dict) or not all(data.get(k) is None or isinstance(data.get(k), dict)
                                              for k in ("pools", "providers")):
         return Plan.from_dict(data, source=str(path))

@@ -49,7 +49,7 @@ from .agents.llm import BUILTIN_PROVIDERS, LLMAgent, call_identity, start_cost
 from .backends import Backend, resolve_backend
 from .backends.local import LocalBackend
 from .events import Event, EventBus, EventKind
-from .plan import STRATEGIES, Plan, Strategy
+from .plan import STRATEGIES, Plan, Strategy, pipeline_problems
 from .pricing import PriceTable, sum_usage
 from .providers.base import Provider, attempt_wait_meter, split_model
 from .results import AttemptRecord, RunResult, TaskResult
@@ -69,31 +69,16 @@ def new_run_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
 
 
-def _check_strategy(plan: Plan, strategy: str) -> None:
+def _check_strategy(plan: Plan, strategy: str, source: str | None = None) -> None:
+    """UsageError for an unknown strategy; PlanError (naming `source`, the plan's file) if
+    the plan cannot run as a pipeline when that is the strategy."""
     if strategy not in STRATEGIES:
         raise UsageError(f"unknown strategy {strategy!r}: use one of {', '.join(STRATEGIES)}")
     if strategy != "pipeline":
         return
-    problems = []
-    stages = plan.stage_order()
-    position = {name: i for i, name in enumerate(stages)}
-    for index, task in enumerate(plan.tasks):
-        where = f"tasks[{index}] ({task.id}).stage"
-        if task.stage is None:
-            problems.append(PlanProblem(where, "the pipeline strategy needs a stage on every task"))
-        elif task.stage not in position:
-            problems.append(PlanProblem(where, f"stage {task.stage!r} is not listed in `stages`"))
-    if not problems:
-        for index, task in enumerate(plan.tasks):
-            for dep in task.depends_on:
-                if position[plan.task(dep).stage] > position[task.stage]:  # type: ignore[index]
-                    problems.append(PlanProblem(
-                        f"tasks[{index}] ({task.id}).depends_on",
-                        f"depends on {dep!r} from later stage {plan.task(dep).stage!r}: "
-                        f"a pipeline runs stages in order {' -> '.join(stages)}",
-                    ))
+    problems = pipeline_problems(plan.tasks, plan.stages)
     if problems:
-        raise PlanError(problems)
+        raise PlanError(problems, source)
 
 
 class Executor:

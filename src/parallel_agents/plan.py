@@ -12,6 +12,7 @@ import inspect
 import json
 import re
 import shlex
+import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -66,6 +67,52 @@ def _coerce_priority(value: Any) -> Any:
     return value
 
 
+def _check_name(value: Any, what: str) -> Any:
+    """Ids and names end up in environment variables, file names and logs, where an empty
+    name or a control character (a NUL byte, a newline) fails only at run time: refuse them."""
+    if isinstance(value, str):
+        if not value:
+            raise ValueError(f"{what} is empty: give it a name")
+        bad = next((c for c in value if unicodedata.category(c) == "Cc"), None)
+        if bad is not None:
+            raise ValueError(f"{what} {value!r} contains the control character {bad!r}: "
+                             "use printable characters only")
+    return value
+
+
+def _check_names(names: Iterable[Any], what: str) -> None:
+    """_check_name for each, all problems in one ValueError."""
+    bad = []
+    for name in names:
+        try:
+            _check_name(name, what)
+        except ValueError as exc:
+            bad.append(str(exc))
+    if bad:
+        raise ValueError("; ".join(bad))
+
+
+def _printable(name: str) -> str:
+    """A name as it can be shown in a location: control characters escaped."""
+    return name if name.isprintable() else repr(name)[1:-1]
+
+
+def _env_problem(name: Any, value: Any) -> str | None:
+    """Why `name: value` cannot be an environment variable, or None if it can."""
+    if not isinstance(name, (str, int)) or isinstance(name, bool) or not str(name) \
+            or any(c in str(name) for c in "=\0"):
+        return f"{name!r} is not a variable name (it must be non-empty, without '=' or NUL)"
+    if value is None:
+        return f"{name}: no value (null); write {name}: \"\" for an empty one"
+    if not isinstance(value, (str, int, float)):
+        kind = {list: "a list", dict: "a mapping"}.get(type(value), type(value).__name__)
+        return (f"{name}: {kind} is not an environment value; give a string (quote it), "
+                "a number or a boolean")
+    if "\0" in str(value):
+        return f"{name}: the value contains a NUL byte, which no environment can hold"
+    return None
+
+
 _MODEL_SPEC = re.compile(r"^[a-z][a-z0-9_.-]*:\S+$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SECRET_KEYS = ("api_key", "apikey", "key", "token", "secret", "password", "authorization",
@@ -98,7 +145,9 @@ class ProviderSettings(BaseModel):
     """How to reach one provider. The API key itself never goes in a plan: name the
     environment variable that holds it (`api_key_env`), so plans can be shared and stored."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Every model here refuses inf and NaN (allow_inf_nan=False): an infinite estimate or
+    # timeout breaks the preview's arithmetic and turns `run --json` into invalid JSON.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     base_url: str | None = None
     api_key_env: str | None = None
@@ -140,7 +189,7 @@ class ProviderSettings(BaseModel):
 class Pool(BaseModel):
     """A worker pool: how many of its tasks may run at once, and its default task policy."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     max_concurrent: int | None = Field(
         default=4, ge=1, description="Slots in this pool; None means no pool limit."
@@ -157,7 +206,8 @@ _UNDECLARED_POOL = Pool()
 class Task(BaseModel):
     """One unit of work. Exactly one of `command` (a program) or `run` (a Python callable)."""
 
-    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, frozen=True,
+                              allow_inf_nan=False)
 
     id: str = Field(min_length=1, max_length=200)
     pool: str = DEFAULT_POOL
@@ -185,12 +235,23 @@ class Task(BaseModel):
                                     description="Also save the answer to this workspace file.")
     tools: tuple[Callable[..., Any], ...] = Field(default=(), exclude=True, repr=False)
 
-    @field_validator("id")
+    @field_validator("id", mode="before")
     @classmethod
-    def _id_is_clean(cls, value: str) -> str:
-        if value != value.strip() or any(c in value for c in "\n\r\t"):
-            raise ValueError(f"task id {value!r} has surrounding or control whitespace")
+    def _id_is_clean(cls, value: Any) -> Any:
+        _check_name(value, "task id")
+        if isinstance(value, str) and value != value.strip():
+            raise ValueError(f"task id {value!r} has surrounding whitespace")
         return value
+
+    @field_validator("pool", mode="before")
+    @classmethod
+    def _pool_name(cls, value: Any) -> Any:
+        return _check_name(value, "pool name")
+
+    @field_validator("stage", mode="before")
+    @classmethod
+    def _stage_name(cls, value: Any) -> Any:
+        return _check_name(value, "stage name")
 
     @field_validator("priority", mode="before")
     @classmethod
@@ -213,6 +274,10 @@ class Task(BaseModel):
                 value = shlex.split(value)
             except ValueError as exc:
                 raise ValueError(f"cannot split command string: {exc}") from None
+        if value is not None and not isinstance(value, (list, tuple)):
+            shown = repr(value) if isinstance(value, (bool, int, float)) else type(value).__name__
+            raise ValueError("command must be a list of strings (the program and its "
+                             f"arguments) or a string, got {shown}")
         if value is not None and len(value) == 0:
             raise ValueError("command is empty: give the program and its arguments as a list")
         if isinstance(value, (list, tuple)):
@@ -230,11 +295,14 @@ class Task(BaseModel):
     @classmethod
     def _env(cls, value: Any) -> Any:
         if isinstance(value, Mapping):
-            # YAML turns `DEBUG: 1` into an int; environment values are strings.
-            return {
-                str(k): ("" if v is None else str(v).lower() if isinstance(v, bool) else str(v))
-                for k, v in value.items()
-            }
+            # YAML turns `PORT: 8080` into an int and `DEBUG: true` into a bool: both have an
+            # obvious text. A list, a mapping or null has none, and str() of one is never
+            # what was meant, so those are refused.
+            bad = [p for p in (_env_problem(k, v) for k, v in value.items()) if p]
+            if bad:
+                raise ValueError("; ".join(bad))
+            return {str(k): str(v).lower() if isinstance(v, bool) else str(v)
+                    for k, v in value.items()}
         return value
 
     @field_validator("model")
@@ -288,7 +356,8 @@ class Task(BaseModel):
 class Plan(BaseModel):
     """A set of tasks with dependencies, priorities and pools. Validated on construction."""
 
-    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, frozen=True,
+                              allow_inf_nan=False)
 
     name: str = "plan"
     max_workers: int | None = Field(default=None, ge=1)
@@ -304,6 +373,20 @@ class Plan(BaseModel):
 
     _by_id: dict[str, Task] = PrivateAttr(default_factory=dict)
     _order: dict[str, int] = PrivateAttr(default_factory=dict)
+
+    @field_validator("pools", mode="before")
+    @classmethod
+    def _pool_names(cls, value: Any) -> Any:
+        if isinstance(value, Mapping):
+            _check_names(value, "pool name")
+        return value
+
+    @field_validator("stages", mode="before")
+    @classmethod
+    def _stage_names(cls, value: Any) -> Any:
+        if isinstance(value, (list, tuple)):
+            _check_names(value, "stage name")
+        return value
 
     @field_validator("providers")
     @classmethod
@@ -372,13 +455,7 @@ class Plan(BaseModel):
 
     def stage_order(self) -> list[str]:
         """Pipeline stages in run order: `stages` if given, else order of first appearance."""
-        if self.stages:
-            return list(self.stages)
-        seen: dict[str, None] = {}
-        for t in self.tasks:
-            if t.stage is not None:
-                seen.setdefault(t.stage, None)
-        return list(seen)
+        return _stage_order(self.stages, self.tasks)
 
     def describe(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=True)
@@ -406,25 +483,18 @@ class Plan(BaseModel):
 
     @classmethod
     def from_text(cls, text: str, *, fmt: str = "yaml", source: str | None = None) -> Plan:
-        try:
-            data = json.loads(text) if fmt == "json" else yaml.safe_load(text)
-        except json.JSONDecodeError as exc:
-            raise PlanError(
-                [PlanProblem(f"line {exc.lineno} column {exc.colno}", f"invalid JSON: {exc.msg}")],
-                source,
-            ) from None
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f"line {mark.line + 1} column {mark.column + 1}" if mark else ""
-            problem = getattr(exc, "problem", None) or str(exc)
-            raise PlanError([PlanProblem(where, f"invalid YAML: {problem}")], source) from None
-        if data is None:
-            data = {}
-        return cls.from_dict(data, source=source)
+        """Parse YAML (or JSON with fmt="json") and build the plan; it needs at least one task."""
+        return cls.from_dict(parse_plan_text(text, fmt=fmt, source=source), source=source)
 
     @classmethod
-    def from_dict(cls, data: Any, *, source: str | None = None) -> Plan:
-        """Build a plan from plain data, reporting every problem at once."""
+    def from_dict(cls, data: Any, *, source: str | None = None, allow_empty: bool = False) -> Plan:
+        """Build a plan from plain data, reporting every problem at once.
+
+        A plan without tasks is refused: from a user it is a mistake (a wrong file, a
+        mis-indented `tasks:`) that would otherwise "succeed" having run nothing. Code that
+        grows a plan from nothing (the coordinator's streaming) or reloads a recorded one
+        passes `allow_empty=True`; `Plan()` built in Python may always be empty.
+        """
         if not isinstance(data, Mapping):
             raise PlanError(
                 [PlanProblem("", f"a plan must be a mapping with a `tasks` list, "
@@ -444,41 +514,63 @@ class Plan(BaseModel):
             problems.append(PlanProblem("pools", "must be a mapping of pool name -> settings"))
             raw_pools = {}
         for name, raw in raw_pools.items():
-            known_pools.add(str(name))
             try:
-                pools[str(name)] = Pool.model_validate(raw or {})
+                _check_name(str(name), "pool name")
+                good_name = True
+            except ValueError as exc:
+                problems.append(PlanProblem("pools", str(exc)))
+                good_name = False
+            try:
+                pool = Pool.model_validate(raw or {})
             except ValidationError as exc:
-                problems += _validation_problems(exc, f"pools.{name}", set(Pool.model_fields))
+                problems += _validation_problems(exc, f"pools.{_printable(str(name))}",
+                                                 set(Pool.model_fields))
+            else:
+                if good_name:
+                    pools[str(name)] = pool
+            if good_name:
+                known_pools.add(str(name))
 
         tasks: list[Task] = []
-        positions: list[int] = []  # each valid task's index in the file's `tasks` list
-        # Tasks and pools that failed validation still exist for the graph checks, so one
-        # typo does not also report "unknown task"/"unknown pool" or hide a duplicate id.
-        invalid_ids: dict[str, int] = {}
+        # Every task with a usable id, in file order, for the cross-task checks: a task that
+        # failed validation takes part with the fields that are valid (see _task_ref), so one
+        # bad value neither hides its own unknown dependency or pool nor makes other tasks
+        # report "unknown task" or miss a duplicate id.
+        checked: list[Task] = []
+        positions: list[int] = []  # each checked task's index in the file's `tasks` list
+        no_stage: set[int] = set()  # tasks whose `stage` was invalid (already reported)
         raw_tasks = data.get("tasks") or []
         if not isinstance(raw_tasks, list):
             problems.append(PlanProblem("tasks", "must be a list of tasks"))
             raw_tasks = []
+        elif not raw_tasks and not allow_empty:
+            problems.append(PlanProblem(
+                "", "the plan has no tasks; add at least one under tasks:"))
         for index, raw in enumerate(raw_tasks):
             where = f"tasks[{index}]"
             if isinstance(raw, Mapping) and isinstance(raw.get("id"), str):
-                where += f" ({raw['id']})"
+                where += f" ({_printable(raw['id'])})"
             if not isinstance(raw, Mapping):
                 problems.append(PlanProblem(where, "each task must be a mapping with an `id`"))
                 continue
+            task: Task | None
             if "run" in raw:
                 problems.append(PlanProblem(f"{where}.run", "`run` is only for Python callables; "
                                             "in a plan file use `command`"))
-                if isinstance(raw.get("id"), str):
-                    invalid_ids.setdefault(raw["id"], index)
-                continue
-            try:
-                tasks.append(Task.model_validate(raw))
+                task = _task_ref(raw, {"run"}, validated=False)
+            else:
+                try:
+                    task = Task.model_validate(raw)
+                    tasks.append(task)
+                except ValidationError as exc:
+                    problems += _validation_problems(exc, where, set(Task.model_fields) - {"run"})
+                    bad = {str(e["loc"][0]) for e in exc.errors() if e["loc"]}
+                    task = _task_ref(raw, bad, validated=not bad)
+                    if "stage" in bad:
+                        no_stage.add(index)
+            if task is not None:
+                checked.append(task)
                 positions.append(index)
-            except ValidationError as exc:
-                problems += _validation_problems(exc, where, set(Task.model_fields) - {"run"})
-                if isinstance(raw.get("id"), str):
-                    invalid_ids.setdefault(raw["id"], index)
 
         top: dict[str, Any] = {}
         for key in ("name", "max_workers", "strategy", "stages", "providers", "roles", "prices",
@@ -486,20 +578,31 @@ class Plan(BaseModel):
             if key in data:
                 top[key] = data[key]
         top["pools"] = pools  # already validated; role pools are checked against them
+        header: Plan | None = None
         try:
             header = cls.model_validate(top)
+            settings = header
         except ValidationError as exc:
             problems += _validation_problems(exc, "", known)
-            header = None
+            # The valid settings still serve the cross-task checks (roles, stages).
+            bad = {str(e["loc"][0]) for e in exc.errors() if e["loc"]}
+            try:
+                settings = cls.model_validate({k: v for k, v in top.items() if k not in bad})
+            except ValidationError:
+                settings = cls(pools=pools)
 
-        if header is not None and header.roles:
-            tasks = _apply_role_pools(tasks, header.roles)
-        graph = _graph_problems(tasks, pools, positions=positions, invalid_ids=invalid_ids,
-                                known_pools=known_pools)
+        if settings.roles:
+            tasks = _apply_role_pools(tasks, settings.roles)
+            checked = _apply_role_pools(checked, settings.roles)
+        graph = _graph_problems(checked, pools, positions=positions, known_pools=known_pools)
         if graph is not None:
             problems += graph.problems
         if not isinstance(graph, CycleError):
-            problems += _llm_problems(tasks, header.roles if header is not None else {}, pools)
+            problems += _llm_problems(checked, settings.roles, pools, positions=positions)
+        if settings.strategy == "pipeline":
+            staged = [(i, t) for i, t in zip(positions, checked) if i not in no_stage]
+            problems += pipeline_problems([t for _, t in staged], settings.stages,
+                                          positions=[i for i, _ in staged])
         if problems:
             if len(problems) == 1 and isinstance(graph, CycleError):
                 raise CycleError(graph.cycle, source)
@@ -541,6 +644,69 @@ def accepts_context(fn: Callable[..., Any]) -> bool:
     return False
 
 
+def parse_plan_text(text: str, *, fmt: str = "yaml", source: str | None = None) -> Any:
+    """The data in a plan file's text (an empty file is an empty mapping); PlanError with the
+    line and column if it does not parse, or if a mapping repeats a key (which YAML and JSON
+    readers otherwise resolve silently by keeping the last one: a second `tasks:` would
+    replace the first)."""
+    try:
+        if fmt == "json":
+            data = json.loads(text, object_pairs_hook=_json_object)
+        else:
+            data = yaml.load(text, Loader=_PlanLoader)  # noqa: S506 - a SafeLoader subclass
+    except _DuplicateKey as exc:
+        raise PlanError([PlanProblem("", f"invalid JSON: duplicate key {exc.args[0]!r} in an "
+                                     "object; keep only one of them")], source) from None
+    except json.JSONDecodeError as exc:
+        raise PlanError(
+            [PlanProblem(f"line {exc.lineno} column {exc.colno}", f"invalid JSON: {exc.msg}")],
+            source,
+        ) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise PlanError([PlanProblem(where, f"invalid YAML: {problem}")], source) from None
+    return {} if data is None else data
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
+class _PlanLoader(yaml.SafeLoader):
+    """yaml.safe_load that refuses a mapping repeating a key, naming the key and both lines."""
+
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            first: dict[Any, yaml.Mark] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # `<<: *base` keys may be overridden: that is what merges are for
+                key = self.construct_object(key_node, deep=deep)
+                try:
+                    seen = first.get(key)
+                except TypeError:
+                    continue  # an unhashable key: the base constructor reports it
+                if seen is not None:
+                    raise yaml.constructor.ConstructorError(
+                        None, None,
+                        f"duplicate key {key!r} (first on line {seen.line + 1}); "
+                        "keep only one of them",
+                        key_node.start_mark)
+                first[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
+
+
 def _unknown_key(key: str, known: set[str]) -> str:
     close = difflib.get_close_matches(key, sorted(known), n=1)
     hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(sorted(known))}"
@@ -556,10 +722,13 @@ def _validation_problems(exc: ValidationError, where: str, known: set[str]) -> l
             problems.append(PlanProblem(location, _unknown_key(str(err["loc"][-1]), known)))
             continue
         msg = err["msg"]
+        if err["type"] == "finite_number":
+            msg = "Input should be a finite number, not infinity or NaN"
         if msg.startswith("Value error, "):
             msg = msg[len("Value error, "):]
         if err["type"] not in ("value_error", "missing") and "input" in err:
-            msg = f"{msg} (got {err['input']!r})"
+            shown = repr(err["input"])
+            msg = f"{msg} (got {shown if len(shown) <= 80 else shown[:77] + '...'})"
         problems.append(PlanProblem(location, msg))
     return problems
 
@@ -584,14 +753,17 @@ def _apply_role_pools(tasks: Iterable[Any], roles: Any) -> list[Any]:
 
 
 def _llm_problems(tasks: Iterable[Task], plan_roles: Mapping[str, Role],
-                  pools: Mapping[str, Pool]) -> list[PlanProblem]:
+                  pools: Mapping[str, Pool], *,
+                  positions: list[int] | None = None) -> list[PlanProblem]:
     """Unknown roles (with a suggestion), and role pools that are not declared."""
     problems: list[PlanProblem] = []
     try:
         known = all_roles(plan_roles)
     except ValueError as exc:  # a broken roles file
         return [PlanProblem("roles", str(exc))]
-    for index, task in enumerate(tasks):
+    tasks = list(tasks)
+    where = positions if positions is not None else list(range(len(tasks)))
+    for index, task in zip(where, tasks):
         if task.agent is not None and task.agent not in known:
             close = difflib.get_close_matches(task.agent, sorted(known), n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
@@ -616,18 +788,18 @@ def _graph_problems(
     pools: Mapping[str, Pool],
     *,
     positions: list[int] | None = None,
-    invalid_ids: Mapping[str, int] | None = None,
     known_pools: Iterable[str] = (),
 ) -> PlanError | None:
     """Duplicate ids, unknown dependencies, unknown pools and cycles (as a path).
 
-    `positions` are the tasks' indices in the source list and `invalid_ids` the ids of
-    tasks that failed validation there, so locations stay right and nothing is reported twice.
+    `positions` are the tasks' indices in the source list, so locations stay right when
+    some tasks there could not be checked; `known_pools` are pool names declared with bad
+    settings (reported already, so not "unknown" too).
     """
     problems: list[PlanProblem] = []
     tasks = list(tasks)
     where = positions if positions is not None else list(range(len(tasks)))
-    seen: dict[str, int] = dict(invalid_ids or {})
+    seen: dict[str, int] = {}
     for index, task in zip(where, tasks):
         first = seen.get(task.id)
         if first is not None and first != index:
@@ -672,3 +844,77 @@ def _graph_problems(
     if problems:
         return PlanError(problems)
     return None
+
+
+def _task_ref(raw: Mapping[str, Any], bad: set[str], *, validated: bool) -> Task | None:
+    """A task that failed validation, as far as the cross-task checks need it: its id,
+    dependencies, pool, role and stage, each only if that field itself is valid. None if
+    its id is not usable.
+
+    `validated`: the task's whole-task checks ran (no field was invalid), so a dependency on
+    itself is already reported and is left out here rather than reported again as a cycle.
+    """
+    def usable(name: str) -> bool:
+        return name in raw and name not in bad and isinstance(raw[name], str)
+
+    if not usable("id"):
+        return None
+    fields: dict[str, Any] = {"id": raw["id"]}
+    deps = raw.get("depends_on", ())
+    deps = (deps,) if isinstance(deps, str) else deps
+    if "depends_on" not in bad and isinstance(deps, (list, tuple)) \
+            and all(isinstance(d, str) for d in deps):
+        fields["depends_on"] = tuple(d for d in deps if not (validated and d == raw["id"]))
+    for name in ("pool", "agent", "stage"):
+        if usable(name):
+            fields[name] = raw[name]
+    return Task.model_construct(**fields)
+
+
+def _stage_order(stages: Iterable[str] | None, tasks: Iterable[Task]) -> list[str]:
+    if stages:
+        return list(stages)
+    seen: dict[str, None] = {}
+    for t in tasks:
+        if t.stage is not None:
+            seen.setdefault(t.stage, None)
+    return list(seen)
+
+
+def pipeline_problems(tasks: Iterable[Task], stages: Iterable[str] | None, *,
+                      positions: list[int] | None = None) -> list[PlanProblem]:
+    """What stops these tasks running as a pipeline: a task without a stage, a stage not in
+    `stages` (with a suggestion), a dependency on a task of a later stage.
+
+    Used when the plan file asks for the pipeline strategy (so these are reported with every
+    other problem) and by the executor when a run does."""
+    tasks = list(tasks)
+    where = positions if positions is not None else list(range(len(tasks)))
+    order = _stage_order(stages, tasks)
+    position = {name: i for i, name in enumerate(order)}
+    problems: list[PlanProblem] = []
+    for index, task in zip(where, tasks):
+        location = f"tasks[{index}] ({task.id}).stage"
+        if task.stage is None:
+            problems.append(PlanProblem(location,
+                                        "the pipeline strategy needs a stage on every task"))
+        elif task.stage not in position:
+            close = difflib.get_close_matches(task.stage, order, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            problems.append(PlanProblem(
+                location, f"stage {task.stage!r} is not listed in `stages` "
+                          f"({', '.join(order)}){hint}"))
+    if problems:
+        return problems
+    stage_of = {t.id: t.stage for t in tasks}
+    for index, task in zip(where, tasks):
+        here = position[str(task.stage)]  # every task has a listed stage by now
+        for dep in task.depends_on:
+            dep_stage = stage_of.get(dep)
+            if dep_stage is not None and position[dep_stage] > here:
+                problems.append(PlanProblem(
+                    f"tasks[{index}] ({task.id}).depends_on",
+                    f"depends on {dep!r} from later stage {dep_stage!r}: "
+                    f"a pipeline runs stages in order {' -> '.join(order)}",
+                ))
+    return problems

@@ -30,7 +30,7 @@ FREE_PROVIDERS = frozenset({"local"})
 class ModelPrice(BaseModel):
     """USD per million tokens. Cached input defaults to the input price."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     input_per_mtok: float = Field(ge=0)
     output_per_mtok: float = Field(ge=0)

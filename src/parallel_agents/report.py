@@ -132,7 +132,7 @@ def _sim_plan(plan_dict: dict[str, Any], pools: dict[str, Any] | None = None) ->
     data["pools"] = pools if pools is not None else plan_dict.get("pools") or {}
     data["tasks"] = tasks
     try:
-        return Plan.from_dict(data)
+        return Plan.from_dict(data, allow_empty=True)  # a record of a run of nothing
     except PlanError as exc:
         raise UsageError(f"the run record's plan is invalid: {exc}") from None
 

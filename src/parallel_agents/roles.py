@@ -47,7 +47,7 @@ MODEL_ENV = "PARALLEL_AGENTS_MODEL"
 class Role(BaseModel):
     """A role's system prompt and the defaults its tasks inherit unless they set their own."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     system_prompt: str = Field(min_length=1)
     description: str | None = None

@@ -104,7 +104,8 @@ def to_plan(plan: Mapping[str, Any], run_task: TaskRunner | None = None) -> Plan
     """
     if run_task is None:
         try:
-            return Plan.from_dict(plan)
+            # The streaming planner starts from a plan with no tasks yet and grows it.
+            return Plan.from_dict(plan, allow_empty=True)
         except PlanError as exc:
             if "agent" not in Task.model_fields:
                 raise UsageError(

@@ -103,7 +103,8 @@ def plan_from_store(saved: StoredRun, plan: Plan | None) -> Plan:
             f"passing the same plan"
         )
     data = {k: v for k, v in saved.plan.items()}
-    return Plan.from_dict(data, source=f"stored plan of run {saved.id}")
+    # A streamed run is stored before its planner has emitted a task.
+    return Plan.from_dict(data, source=f"stored plan of run {saved.id}", allow_empty=True)
 
 
 class DurableRun:
