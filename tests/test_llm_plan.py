@@ -149,3 +149,18 @@ def test_cli_rejects_a_secret_in_the_plan_without_printing_it(tmp_path: Path) ->
     assert "refusing to store a secret" in proc.stderr
     assert secret not in proc.stderr + proc.stdout
     assert "Traceback" not in proc.stderr
+
+
+def test_a_key_refused_in_a_plan_built_in_python_is_not_echoed() -> None:
+    """pydantic's errors show the input they refuse: the plan's models hide it, since what a
+    plan refuses may be a key put where it does not belong."""
+    import pydantic
+
+    for providers in ({"openai": {"api_key": "sk-test-SECRET999"}},
+                      {"openai": {"api_key_env": "sk-test-SECRET999"}}):
+        with pytest.raises(pydantic.ValidationError) as info:
+            pa.Plan(providers=providers, tasks=[pa.Task(id="a", prompt="x")])
+        assert "SECRET999" not in str(info.value)
+    with pytest.raises(pydantic.ValidationError) as info:
+        pa.Task(id="a", command=["x"], env={"KEY": ["sk-test-SECRET999"]})
+    assert "SECRET999" not in str(info.value)

@@ -146,8 +146,11 @@ class ProviderSettings(BaseModel):
     environment variable that holds it (`api_key_env`), so plans can be shared and stored."""
 
     # Every model here refuses inf and NaN (allow_inf_nan=False): an infinite estimate or
-    # timeout breaks the preview's arithmetic and turns `run --json` into invalid JSON.
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    # timeout breaks the preview's arithmetic and turns `run --json` into invalid JSON. And
+    # none echoes the value it refuses (hide_input_in_errors): it may be a key put where it
+    # does not belong, and pydantic's message would print it.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False,
+                              hide_input_in_errors=True)
 
     base_url: str | None = None
     api_key_env: str | None = None
@@ -189,7 +192,8 @@ class ProviderSettings(BaseModel):
 class Pool(BaseModel):
     """A worker pool: how many of its tasks may run at once, and its default task policy."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False,
+                              hide_input_in_errors=True)
 
     max_concurrent: int | None = Field(
         default=4, ge=1, description="Slots in this pool; None means no pool limit."
@@ -207,7 +211,7 @@ class Task(BaseModel):
     """One unit of work. Exactly one of `command` (a program) or `run` (a Python callable)."""
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, frozen=True,
-                              allow_inf_nan=False)
+                              allow_inf_nan=False, hide_input_in_errors=True)
 
     id: str = Field(min_length=1, max_length=200)
     pool: str = DEFAULT_POOL
@@ -357,7 +361,7 @@ class Plan(BaseModel):
     """A set of tasks with dependencies, priorities and pools. Validated on construction."""
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, frozen=True,
-                              allow_inf_nan=False)
+                              allow_inf_nan=False, hide_input_in_errors=True)
 
     name: str = "plan"
     max_workers: int | None = Field(default=None, ge=1)
