@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import os
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -19,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette.sse import EventSourceResponse
 
 from .. import __version__
+from ..agents.command import CommandAgent
 from ..backends import Backend
 from ..plan import Plan
 from ._errors import ApiError, error_response, install_error_handlers
@@ -28,7 +30,10 @@ from ._planning import CoordinatorPlanner, Planned, Planner, as_planned
 from ._redact import Redactor
 from ._store import ExecutionRecord, ExecutionStore
 
-__all__ = ["Limits", "Planner", "create_app"]
+__all__ = ["Limits", "Planner", "TOKEN_ENV", "create_app"]
+
+#: Where `parallel-agents serve` reads the operator token from (its --token default).
+TOKEN_ENV = "PARALLEL_AGENTS_TOKEN"
 
 
 class Limits(BaseModel):
@@ -223,6 +228,24 @@ class _Latency:
 
 
 # -- the app ------------------------------------------------------------------------------
+def _without_server_auth(executor_options: dict[str, Any] | None, secrets: list[str]
+                         ) -> dict[str, Any]:
+    """Executor options whose command tasks do not inherit the server's own auth.
+
+    A session user may run any program: had it the server's environment, it could read the
+    operator token (`$PARALLEL_AGENTS_TOKEN`, or any variable holding one of the tokens) and
+    print it in a form masking does not catch. A command agent given by the caller is kept.
+    """
+    options = dict(executor_options or {})
+    agents = dict(options.get("agents") or {})
+    if "command" not in agents:
+        drop = {TOKEN_ENV, *(name for name, value in os.environ.items()
+                             if value and any(s in value for s in secrets))}
+        agents["command"] = CommandAgent(drop_env=drop)
+    options["agents"] = agents
+    return options
+
+
 def create_app(
     *,
     token: str | None = None,
@@ -268,6 +291,7 @@ def create_app(
         store = DurableExecutionStore(durable)
         executor_options = {**(executor_options or {}), "store": durable}
         closers += [store.close, durable.close]
+    executor_options = _without_server_auth(executor_options, secrets)
     manager = manager or ExecutionManager(
         store, redactor=redactor, max_active=limits.max_active,
         executor_options=executor_options)
