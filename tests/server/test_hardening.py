@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 import pytest
-from http_support import client_for, plan_of, wait_finished
+from http_support import TOKEN, client_for, plan_of, wait_finished
 
 from parallel_agents.server import ServerThread, create_app
 
@@ -24,3 +24,43 @@ def test_command_tasks_do_not_inherit_the_servers_token(monkeypatch) -> None:
         assert r.status_code == 202, r.text
         body = wait_finished(client, r.json()["execution_id"])
     assert body["results"]["peek"]["output"] == "tnesba|tnesba|tpek"
+
+
+# -- credentials inside provider URLs ---------------------------------------------------------
+def test_a_password_in_the_providers_url_stays_out_of_errors_events_and_the_store(
+        monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://u:cred-pass-777@127.0.0.1:9/v1")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-url-key-0001")
+    store = tmp_path / "runs.db"
+    task = {"id": "ask", "prompt": "hi", "model": "openai:gpt-4o-mini"}
+    with ServerThread(create_app(token=TOKEN, run_store=store)) as srv, \
+            client_for(srv) as client:
+        r = client.post("/api/execute-parallel", json={"plan": plan_of(task)})
+        assert r.status_code == 202, r.text
+        eid = r.json()["execution_id"]
+        body = wait_finished(client, eid)
+        with client.stream("GET", f"/api/execution/{eid}/events") as stream:
+            events = "".join(stream.iter_text())
+    error = body["results"]["ask"]["error"]
+    # Masked by the provider itself (the server's redactor would leave `u:***@`).
+    assert "connection failed talking to http://***@127.0.0.1:9/v1" in error
+    assert "cred-pass-777" not in str(body) + events
+    assert b"cred-pass-777" not in b"".join(p.read_bytes() for p in tmp_path.rglob("runs.db*"))
+
+
+@pytest.mark.parametrize("url", ["http://u:cred-pass-777@127.0.0.1:9/v1",
+                                 "http://127.0.0.1:9/v1?api_key=cred-pass-777"])
+def test_plans_with_credentials_in_a_base_url_are_refused(client, url) -> None:
+    plan = plan_of({"id": "a", "prompt": "hi", "model": "openai:m"},
+                   providers={"openai": {"base_url": url}})
+    r = client.post("/api/execute-parallel", json={"plan": plan})
+    assert r.status_code == 422, r.text
+    err = r.json()["error"]
+    assert err["type"] == "invalid_plan"
+    assert err["problems"][0]["location"] == "plan.providers.openai.base_url"
+    assert "OPENAI_BASE_URL" in err["problems"][0]["message"]
+    assert "cred-pass-777" not in r.text
+    clean = plan_of({"id": "a", "prompt": "hi", "model": "openai:m"},
+                    providers={"openai": {"base_url": "http://u@127.0.0.1:9/v1?model=x"}})
+    ok = client.post("/api/execute-parallel", json={"plan": clean})
+    assert ok.status_code == 202, ok.text
