@@ -64,3 +64,28 @@ def test_plans_with_credentials_in_a_base_url_are_refused(client, url) -> None:
                     providers={"openai": {"base_url": "http://u@127.0.0.1:9/v1?model=x"}})
     ok = client.post("/api/execute-parallel", json={"plan": clean})
     assert ok.status_code == 202, ok.text
+
+
+# -- event seqs out of range --------------------------------------------------------------------
+def test_event_seqs_beyond_sqlites_range_are_a_clear_400(tmp_path) -> None:
+    with ServerThread(create_app(token=TOKEN, run_store=tmp_path / "runs.db")) as srv, \
+            client_for(srv) as client:
+        r = client.post("/api/execute-parallel", json={"plan": plan_of(
+            {"id": "a", "command": [sys.executable, "-c", "print(1)"]})})
+        eid = r.json()["execution_id"]
+        wait_finished(client, eid)
+        url = f"/api/execution/{eid}/events"
+        huge = "99999999999999999999999999999"
+        asked = [client.get(url, headers={"Last-Event-ID": v})
+                 for v in (huge, str(2**63), "-1", "1e3", "x")]
+        asked += [client.get(url, params={"after": v})
+                  for v in (huge, str(2**63), "-1", "1e3", "x", "", "\u0663")]
+        for r in asked:
+            assert r.status_code == 400, (r.request.url, r.request.headers, r.text)
+            err = r.json()["error"]
+            assert err["type"] == "bad_request"
+            assert "integer from 0 to 9223372036854775807" in err["message"]
+        with client.stream("GET", url, params={"after": str(2**63 - 1)}) as last:
+            assert last.status_code == 200 and list(last.iter_lines()) == []
+        with client.stream("GET", url, headers={"Last-Event-ID": "2"}) as rest:
+            assert rest.status_code == 200

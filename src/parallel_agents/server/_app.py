@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 import json
 import os
+import re
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -34,6 +35,7 @@ __all__ = ["Limits", "Planner", "TOKEN_ENV", "create_app"]
 
 #: Where `parallel-agents serve` reads the operator token from (its --token default).
 TOKEN_ENV = "PARALLEL_AGENTS_TOKEN"
+_MAX_SEQ = 2**63 - 1
 
 
 class Limits(BaseModel):
@@ -225,6 +227,18 @@ class _Latency:
             await send(message)
 
         await self.app(scope, receive, timed_send)
+
+
+def _event_seq(value: str, where: str) -> int:
+    """An event seq from a header or query: 400 for anything but 0..2**63-1 (SQLite's range:
+    a larger number would fail inside the store, after the stream has started)."""
+    text = value.strip()
+    seq = int(text) if re.fullmatch(r"[0-9]{1,19}", text) else -1
+    if not 0 <= seq <= _MAX_SEQ:
+        raise ApiError(400, "bad_request",
+                       f"{where} must be an event seq, an integer from 0 to {_MAX_SEQ}, got "
+                       f"{value[:40]!r}; send the `id` of the last event you received")
+    return seq
 
 
 # -- the app ------------------------------------------------------------------------------
@@ -465,22 +479,16 @@ def create_app(
         last_event_id: Annotated[str | None, Header(
             description="Resume after this event seq (sent by EventSource on reconnect)."
         )] = None,
-        after: Annotated[int | None, Query(
-            ge=0, description="Resume after this seq (for clients that cannot set headers)."
+        after: Annotated[str | None, Query(
+            description="Resume after this seq (for clients that cannot set headers): an "
+            "integer from 0 to 2**63-1."
         )] = None,
     ) -> EventSourceResponse:
         """Every event of the execution (past ones first, then live) until it ends."""
         manager.get(execution_id, who)
-        start = after or 0
+        start = _event_seq(after, "?after=") if after is not None else 0
         if last_event_id is not None and last_event_id.strip():
-            try:
-                start = int(last_event_id.strip())
-            except ValueError:
-                raise ApiError(400, "bad_request",
-                               f"Last-Event-ID must be an event seq (an integer), got "
-                               f"{last_event_id[:40]!r}") from None
-            if start < 0:
-                raise ApiError(400, "bad_request", "Last-Event-ID must not be negative")
+            start = _event_seq(last_event_id, "Last-Event-ID")
 
         async def stream() -> AsyncIterator[dict[str, Any]]:
             async for event in manager.events(execution_id, start):
