@@ -10,7 +10,7 @@ import typer
 __all__ = ["register"]
 
 EXIT_USAGE = 2
-TOKEN_ENV = "PARALLEL_AGENTS_TOKEN"
+TOKEN_ENV = "PARALLEL_AGENTS_TOKEN"  # = server._runner.TOKEN_ENV (not imported: fast CLI)
 
 
 def _fail(message: str) -> None:
@@ -68,13 +68,14 @@ def serve_command(
     from .config import load_config
     from .coordinator import Coordinator
     from .roles import configure_default_model
-    from .server import CoordinatorPlanner, Limits, check_bind, create_app, serve
+    from .server import CoordinatorPlanner, Limits, check_bind, check_tokens, create_app, serve
 
     token = token or os.environ.get(TOKEN_ENV) or None
     sessions = _parse_sessions(session or [])
     if store is not None and no_store:
         _fail("give --store PATH or --no-store, not both")
     try:
+        check_tokens(token, sessions)
         check_bind(host, token, sessions)
     except UsageError as exc:
         _fail(str(exc))

@@ -89,3 +89,46 @@ def test_event_seqs_beyond_sqlites_range_are_a_clear_400(tmp_path) -> None:
             assert last.status_code == 200 and list(last.iter_lines()) == []
         with client.stream("GET", url, headers={"Last-Event-ID": "2"}) as rest:
             assert rest.status_code == 200
+
+
+# -- names and errors are masked like outputs ------------------------------------------------
+def test_names_project_session_key_and_errors_are_masked(monkeypatch, tmp_path) -> None:
+    secret = "sk-test-XYZ123"
+    monkeypatch.setenv("OPENAI_API_KEY", secret)
+    app = create_app(token=TOKEN, run_store=tmp_path / "runs.db")
+    with ServerThread(app) as srv, client_for(srv) as client:
+        plan = {**plan_of({"id": "a", "command": [sys.executable, "-c", "print(1)"]}),
+                "name": f"plan-{secret}"}
+        r = client.post("/api/execute-parallel", json={
+            "plan": plan, "project": f"project {secret}", "sessionKey": f"s-{secret}"})
+        assert r.status_code == 202, r.text
+        eid = r.json()["execution_id"]
+        body = wait_finished(client, eid)
+        assert (body["plan"], body["project"], body["sessionKey"]) == (
+            "plan-***", "project ***", "s-***")
+        listed = client.get("/api/executions", params={"sessionKey": f"s-{secret}"})
+        assert [i["execution_id"] for i in listed.json()["items"]] == [eid]
+        bad = plan_of({"id": "b", "command": ["true"], "depends_on": [secret]})
+        refused = client.post("/api/execute-parallel", json={"plan": bad})
+        assert refused.status_code == 422 and "unknown task '***'" in refused.text
+        texts = [r.text, str(body), listed.text, refused.text]
+    for text in texts:
+        assert secret not in text
+    stored = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any(p.name == "project_state.yaml" for p in stored)
+    for path in stored:
+        assert secret.encode() not in path.read_bytes(), path
+
+
+@pytest.mark.parametrize("token, sessions, words", [
+    ("ab", {}, "--token must be at least 8 characters, got 2"),
+    (TOKEN, {"a": "optok"}, "--session a: its token must be at least 8 characters, got 5"),
+    (TOKEN, {"a": TOKEN}, "--session a has the same token as the operator token"),
+    (None, {"a": "same-token-123", "b": "same-token-123"},
+     "--session b has the same token as --session a"),
+])
+def test_short_and_shared_tokens_are_refused(token, sessions, words) -> None:
+    from parallel_agents._exceptions import UsageError
+
+    with pytest.raises(UsageError, match=words):
+        create_app(token=token, session_tokens=sessions)

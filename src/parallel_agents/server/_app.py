@@ -29,12 +29,11 @@ from ._manager import ExecutionManager, Principal, check_plan_size
 from ._metrics import GatewayMetrics
 from ._planning import CoordinatorPlanner, Planned, Planner, as_planned
 from ._redact import Redactor
+from ._runner import TOKEN_ENV, check_tokens
 from ._store import ExecutionRecord, ExecutionStore
 
-__all__ = ["Limits", "Planner", "TOKEN_ENV", "create_app"]
+__all__ = ["Limits", "Planner", "create_app"]
 
-#: Where `parallel-agents serve` reads the operator token from (its --token default).
-TOKEN_ENV = "PARALLEL_AGENTS_TOKEN"
 _MAX_SEQ = 2**63 - 1
 
 
@@ -288,9 +287,7 @@ def create_app(
         planner = CoordinatorPlanner(coordinator)
     limits = limits or Limits()
     sessions = dict(session_tokens or {})
-    for name, secret in sessions.items():
-        if not secret:
-            raise ValueError(f"session {name!r} has an empty token")
+    check_tokens(token, sessions)
     secrets = [t for t in (token, *sessions.values()) if t]
     auth_on = bool(secrets)
     redactor = Redactor.from_environment(secrets)
@@ -332,7 +329,7 @@ def create_app(
     )
     app.state.manager = manager
     app.state.metrics = metrics
-    install_error_handlers(app)
+    install_error_handlers(app, redactor)
 
     def principal(authorization: Annotated[str | None, Header(
             description="`Bearer <token>` (required when the server has a token)")] = None
@@ -515,7 +512,9 @@ def create_app(
         sessionKey: Annotated[str | None, Query(max_length=200)] = None,
     ) -> dict[str, Any]:
         """Executions you may see, newest first."""
-        rows, total = manager.list(who, session_key=sessionKey, offset=offset, limit=limit)
+        # Stored sessionKeys are masked like everything else: so is the filter.
+        rows, total = manager.list(who, session_key=redactor(sessionKey), offset=offset,
+                                   limit=limit)
         return {"items": [summary(r) for r in rows], "total": total, "offset": offset,
                 "limit": limit}
 

@@ -122,6 +122,11 @@ class ExecutionManager:
         if add_to_store is not None:
             add_to_store(secrets)  # before the run writes anything to the durable store
         tasks = [redact(_task_view(t)) for t in plan.tasks]
+        # What the client named things is shown and stored too (runs.plan_name, the workspace's
+        # project_state.yaml, gateway_executions): masked like everything else.
+        if redact(plan.name) != plan.name:
+            plan = plan.model_copy(update={"name": redact(plan.name)})
+        session_key, project = redact(session_key), redact(project)
         try:
             estimate = simulate(plan, strategy=executor.strategy).makespan
         except Exception:
