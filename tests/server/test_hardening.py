@@ -132,3 +132,25 @@ def test_short_and_shared_tokens_are_refused(token, sessions, words) -> None:
 
     with pytest.raises(UsageError, match=words):
         create_app(token=token, session_tokens=sessions)
+
+
+# -- request fields are what they say --------------------------------------------------------
+def test_force_parallel_must_be_a_boolean_and_budgets_finite(client) -> None:
+    plan = plan_of({"id": "a", "command": [sys.executable, "-c", "print(1)"]})
+    for extra, where in [({"force_parallel": "yes"}, "body.force_parallel"),
+                         ({"force_parallel": 1}, "body.force_parallel"),
+                         ({"budget_usd": "1e999"}, "body.budget_usd"),
+                         ({"budget_usd": -0.5}, "body.budget_usd")]:
+        r = client.post("/api/execute-parallel", json={"plan": plan, **extra})
+        assert r.status_code == 422, (extra, r.text)
+        err = r.json()["error"]
+        assert err["type"] == "invalid_request" and err["problems"][0]["location"] == where
+    # JSON has no infinity, but Python's parser reads 1e999 as one.
+    r = client.post("/api/execute-parallel", content=b'{"plan": {"tasks": [{"id": "a", '
+                    b'"command": ["true"]}]}, "budget_usd": 1e999}',
+                    headers={"Content-Type": "application/json"})
+    assert r.status_code == 422 and "finite" in r.text, r.text
+    ok = client.post("/api/execute-parallel", json={"plan": plan, "force_parallel": True,
+                                                    "budget_usd": 0.5})
+    assert ok.status_code == 202, ok.text
+    wait_finished(client, ok.json()["execution_id"])

@@ -176,7 +176,7 @@ def test_size_limits(client):
     assert_error(client.post("/api/execute-parallel", json=huge), 413, "too_large", "bytes")
     many = plan_of(*[sleep_task(f"t{i}") for i in range(51)])
     assert_error(client.post("/api/execute-parallel", json={"plan": many}), 422,
-                 "invalid_request", "at most 50")
+                 "plan_too_large", "at most 50", "--max-tasks")
 
 
 def test_unknown_ids_paths_and_parameters(client):

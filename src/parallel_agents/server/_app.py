@@ -25,7 +25,7 @@ from ..agents.command import CommandAgent
 from ..backends import Backend
 from ..plan import Plan
 from ._errors import ApiError, error_response, install_error_handlers
-from ._manager import ExecutionManager, Principal, check_plan_size
+from ._manager import ExecutionManager, PlanTooLarge, Principal, check_plan_size
 from ._metrics import GatewayMetrics
 from ._planning import CoordinatorPlanner, Planned, Planner, as_planned
 from ._redact import Redactor
@@ -63,13 +63,13 @@ class ExecuteRequest(BaseModel):
     sessionKey: str | None = Field(default=None, min_length=1, max_length=200)
     project: str | None = Field(default=None, min_length=1, max_length=200)
     force_parallel: bool = Field(
-        default=False, description="With `message`: keep the request's parts as separate "
-        "tasks even if the coordinator would run it serially. Ignored with `plan` (a plan "
-        "always runs as given).")
+        default=False, strict=True, description="With `message`: keep the request's parts as "
+        "separate tasks even if the coordinator would run it serially. Ignored with `plan` (a "
+        "plan always runs as given). A JSON boolean.")
     budget_usd: float | None = Field(
-        default=None, ge=0, description="Most USD the execution's LLM tasks may spend: a task "
-        "that could exceed what is left is skipped (the run ends `partial`, with the reason). "
-        "Every priced model must have a known price.")
+        default=None, ge=0, allow_inf_nan=False, description="Most USD the execution's LLM "
+        "tasks may spend: a task that could exceed what is left is skipped (the run ends "
+        "`partial`, with the reason). Every priced model must have a known price.")
 
 
 class ChatRequest(BaseModel):
@@ -429,8 +429,7 @@ def create_app(
                                                body.force_parallel)
             plan = planned.plan
         if len(plan.tasks) > limits.max_tasks:
-            raise ApiError(422, "plan_too_large",
-                           f"the plan has {len(plan.tasks)} tasks; at most {limits.max_tasks}")
+            raise PlanTooLarge(len(plan.tasks), limits.max_tasks)
         if not plan.tasks:
             raise ApiError(422, "invalid_plan", "the plan has no tasks: add at least one "
                            "under `tasks`",

@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .._exceptions import PlanError, UsageError
-from ._manager import ExecutionNotFound, TooManyExecutions
+from ._manager import ExecutionNotFound, PlanTooLarge, TooManyExecutions
 
 __all__ = ["ApiError", "error_response", "install_error_handlers"]
 
@@ -116,6 +116,10 @@ def install_error_handlers(app: FastAPI, redact: Callable[[Any], Any] | None = N
     @app.exception_handler(UsageError)
     async def _usage(_: Request, exc: UsageError) -> JSONResponse:
         return respond(422, "invalid_request", str(exc))
+
+    @app.exception_handler(PlanTooLarge)
+    async def _too_many_tasks(_: Request, exc: PlanTooLarge) -> JSONResponse:
+        return respond(422, "plan_too_large", str(exc))
 
     @app.exception_handler(ExecutionNotFound)
     async def _missing(_: Request, exc: ExecutionNotFound) -> JSONResponse:
