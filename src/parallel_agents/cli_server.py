@@ -61,7 +61,8 @@ def serve_command(
         "$PARALLEL_AGENTS_CONFIG): its defaults.model and [providers.*] serve request texts, "
         "its defaults.store the store.", show_default=False)] = None,
 ) -> None:
-    """Serve the HTTP API (see /docs) and the live dashboard (/) for many executions at once."""
+    """Serve the HTTP API (schema at /openapi.json) and the live dashboard (/) for many
+    executions at once."""
     from ._exceptions import ParallelAgentsError, UsageError
     from .backends import resolve_backend
     from .cli_coordinator import _planner
@@ -111,7 +112,7 @@ def serve_command(
     auth = " (paste your token in the page, or open it with #token=YOUR_TOKEN)" \
         if token or sessions else ""
     typer.echo(f"dashboard: http://{shown}:{port}/{auth}", err=True)
-    typer.echo(f"API docs:  http://{shown}:{port}/docs", err=True)
+    typer.echo(f"schema:    http://{shown}:{port}/openapi.json", err=True)
     typer.echo(f"store:     {run_store if run_store is not None else 'in memory (--no-store)'}",
                err=True)
     serve(app, host, port, log_level=log_level)

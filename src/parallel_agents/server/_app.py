@@ -326,6 +326,9 @@ def create_app(
                     "Send `Authorization: Bearer <token>` when the server has a token.",
         lifespan=lifespan,
         responses=_ERROR_SCHEMA,
+        # No /docs or /redoc: those pages load Swagger UI / ReDoc from a CDN, and the product
+        # calls no server the user did not configure. The schema is served below, with auth.
+        docs_url=None, redoc_url=None, openapi_url=None,
     )
     app.state.manager = manager
     app.state.metrics = metrics
@@ -549,6 +552,11 @@ def create_app(
                 "reason": planned.reason,
                 "message": f"answered serially ({planned.reason}); execution "
                            f"{record.execution_id} {record.status}"}
+
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi_schema(who: Principal = who_dep) -> dict[str, Any]:
+        """The OpenAPI schema, behind the same token as the API it describes."""
+        return app.openapi()
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, Any]:

@@ -91,7 +91,7 @@ def install_error_handlers(app: FastAPI, redact: Callable[[Any], Any] | None = N
             return respond(
                 422, "invalid_request",
                 "the request body must be a JSON object; send one with "
-                "Content-Type: application/json (see /docs for its fields)",
+                "Content-Type: application/json (see GET /openapi.json for its fields)",
                 [{"location": "body", "message": "not a JSON object"}])
         problems = []
         for e in errors:
@@ -137,10 +137,10 @@ def install_error_handlers(app: FastAPI, redact: Callable[[Any], Any] | None = N
         status = exc.status_code
         if status == 404:
             message = (f"no such endpoint: {request.method} {request.url.path}; "
-                       f"see /docs for the API")
+                       f"see GET /openapi.json for the API")
         elif status == 405:
             message = (f"{request.method} is not allowed on {request.url.path}; "
-                       f"see /docs for the methods it accepts")
+                       f"see GET /openapi.json for the methods it accepts")
         elif status == 400 and exc.detail == "There was an error parsing the body":
             return respond(
                 400, "invalid_json",
