@@ -143,6 +143,16 @@ def test_connection_refused_is_retryable() -> None:
     assert err.retryable and "connection failed" in str(err)
 
 
+def test_errors_mask_credentials_in_the_base_url() -> None:
+    url = "http://u:cred-pass-777@127.0.0.1:9/v1?api_key=cred-key-888"
+    for provider in (OpenAIProvider(api_key=KEY, base_url=url, timeout=2, limiter=RateLimiter()),
+                     AnthropicProvider(api_key=KEY, base_url=url, timeout=2,
+                                       limiter=RateLimiter())):
+        err = error_of(provider, ask())
+        assert "connection failed talking to http://***@127.0.0.1:9/v1?***" in str(err)
+        assert "cred-" not in str(err) + repr(provider)
+
+
 def test_openai_400_is_not_retryable(server: FakeLLMServer) -> None:
     server.enqueue(Reply.error(400, "max_tokens is too large", "invalid_request_error"))
     err = error_of(openai_provider(server), ask())
@@ -191,6 +201,11 @@ def test_network_guard_refuses_remote_hosts_but_allows_loopback(
                             limiter=RateLimiter())
     with pytest.raises(UsageError, match="remote model calls are disabled"):
         call(remote, ask())
+    hidden = OpenAIProvider(api_key=KEY, base_url="https://u:cred-pass-777@example.invalid/v1",
+                            limiter=RateLimiter())
+    with pytest.raises(UsageError, match=r"https://\*\*\*@example.invalid/v1 is not") as refused:
+        call(hidden, ask())
+    assert "cred-pass-777" not in str(refused.value)
     server.enqueue(Reply.text("fine"))
     assert call(openai_provider(server), ask()).text == "fine"
 

@@ -10,7 +10,7 @@ import typer
 __all__ = ["register"]
 
 EXIT_USAGE = 2
-TOKEN_ENV = "PARALLEL_AGENTS_TOKEN"
+TOKEN_ENV = "PARALLEL_AGENTS_TOKEN"  # = server._runner.TOKEN_ENV (not imported: fast CLI)
 
 
 def _fail(message: str) -> None:
@@ -61,20 +61,22 @@ def serve_command(
         "$PARALLEL_AGENTS_CONFIG): its defaults.model and [providers.*] serve request texts, "
         "its defaults.store the store.", show_default=False)] = None,
 ) -> None:
-    """Serve the HTTP API (see /docs) and the live dashboard (/) for many executions at once."""
+    """Serve the HTTP API (schema at /openapi.json) and the live dashboard (/) for many
+    executions at once."""
     from ._exceptions import ParallelAgentsError, UsageError
     from .backends import resolve_backend
     from .cli_coordinator import _planner
     from .config import load_config
     from .coordinator import Coordinator
     from .roles import configure_default_model
-    from .server import CoordinatorPlanner, Limits, check_bind, create_app, serve
+    from .server import CoordinatorPlanner, Limits, check_bind, check_tokens, create_app, serve
 
     token = token or os.environ.get(TOKEN_ENV) or None
     sessions = _parse_sessions(session or [])
     if store is not None and no_store:
         _fail("give --store PATH or --no-store, not both")
     try:
+        check_tokens(token, sessions)
         check_bind(host, token, sessions)
     except UsageError as exc:
         _fail(str(exc))
@@ -110,7 +112,7 @@ def serve_command(
     auth = " (paste your token in the page, or open it with #token=YOUR_TOKEN)" \
         if token or sessions else ""
     typer.echo(f"dashboard: http://{shown}:{port}/{auth}", err=True)
-    typer.echo(f"API docs:  http://{shown}:{port}/docs", err=True)
+    typer.echo(f"schema:    http://{shown}:{port}/openapi.json", err=True)
     typer.echo(f"store:     {run_store if run_store is not None else 'in memory (--no-store)'}",
                err=True)
     serve(app, host, port, log_level=log_level)

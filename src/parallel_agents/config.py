@@ -10,7 +10,9 @@ own setting > config file > built-in defaults. Pools from the config apply to pl
 not declare them; a plan's own pool of the same name wins.
 
 API keys never live here: a provider names the environment variable that holds its key
-(`api_key_env`), and a raw key in the file is refused, because config files get committed.
+(`api_key_env`), and a raw key in the file is refused, because config files get committed; so
+is a base_url carrying credentials (`user:PASSWORD@`, `?api_key=`): that goes in the
+environment (`OPENAI_BASE_URL`), as in plans.
 """
 
 from __future__ import annotations
@@ -25,11 +27,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import ValidationError
 
 from ._exceptions import UsageError
+from ._urls import mask_url, url_credentials_problem
 from .plan import (STRATEGIES, Plan, Pool, check_model_spec, check_provider_name,
                    parse_plan_text)
 
@@ -135,19 +137,6 @@ class Config:
             "settings": {k: {"value": s.value, "source": s.source}
                          for k, s in self.shown().items()},
         }
-
-
-def mask_url(url: str) -> str:
-    """Drop credentials a URL may carry (user:pass@, query strings)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "***"
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = "***@" + netloc.rsplit("@", 1)[1]
-    query = "***" if parts.query else ""
-    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
 # -- loading --------------------------------------------------------------------------------
@@ -341,6 +330,10 @@ def _parse_provider(name: str, raw: Any, problems: list[str]) -> dict[str, Any]:
             problems.append(f"{where}.api_key_env: must be the NAME of an environment variable "
                             f"(like OPENAI_API_KEY), and this value is not a variable name; if it "
                             f"is a key, remove it from the file and rotate it")
+            continue
+        problem = url_credentials_problem(value, "a config file") if key == "base_url" else None
+        if problem is not None:
+            problems.append(f"{where}.base_url: {problem}")
             continue
         if key in ("rpm", "tpm") and value < 1:
             problems.append(f"{where}.{key}: must be at least 1, got {value}")

@@ -29,6 +29,7 @@ from pydantic import (
 )
 
 from ._exceptions import CycleError, PlanError, PlanProblem
+from ._urls import url_credentials_problem
 from .pricing import ModelPrice
 from .roles import Role, all_roles
 
@@ -176,6 +177,15 @@ class ProviderSettings(BaseModel):
                         "`api_key_env: OPENAI_API_KEY` (for example)"
                     )
         return data
+
+    @field_validator("base_url")
+    @classmethod
+    def _no_url_credentials(cls, value: str | None) -> str | None:
+        # A password or key in the URL is a secret like api_key: plans are shared and stored.
+        problem = url_credentials_problem(value, "a plan") if value is not None else None
+        if problem is not None:
+            raise ValueError(problem)
+        return value
 
     @field_validator("api_key_env")
     @classmethod

@@ -176,14 +176,14 @@ def test_size_limits(client):
     assert_error(client.post("/api/execute-parallel", json=huge), 413, "too_large", "bytes")
     many = plan_of(*[sleep_task(f"t{i}") for i in range(51)])
     assert_error(client.post("/api/execute-parallel", json={"plan": many}), 422,
-                 "invalid_request", "at most 50")
+                 "plan_too_large", "at most 50", "--max-tasks")
 
 
 def test_unknown_ids_paths_and_parameters(client):
     assert_error(client.get("/api/execution/nope"), 404, "not_found", "nope")
     assert_error(client.get("/api/execution/nope/events"), 404, "not_found")
     assert_error(client.post("/api/execution/nope/cancel"), 404, "not_found")
-    assert_error(client.get("/api/nothing"), 404, "not_found", "/docs")
+    assert_error(client.get("/api/nothing"), 404, "not_found", "/openapi.json")
     assert_error(client.delete("/api/executions"), 405, "method_not_allowed")
     assert_error(client.get("/api/executions", params={"limit": 0}), 422, "invalid_request",
                  "query.limit")
@@ -254,10 +254,13 @@ def test_metrics_count_runs_tasks_pools_and_latency(client):
         assert name in text, name
 
 
-def test_openapi_and_docs_are_served(client):
+def test_openapi_needs_the_token_and_no_docs_pages_load_a_cdn(server, client):
     spec = client.get("/openapi.json").json()
-    assert "/api/execute-parallel" in spec["paths"]
-    assert client.get("/docs").status_code == 200
+    assert "/api/execute-parallel" in spec["paths"] and "/openapi.json" not in spec["paths"]
+    with client_for(server, token=None) as anon:
+        assert_error(anon.get("/openapi.json"), 401, "unauthorized", "Bearer")
+    for path in ("/docs", "/redoc", "/docs/oauth2-redirect"):
+        assert_error(client.get(path), 404, "not_found")
     page = client.get("/")
     assert page.status_code == 200 and "app.js" in page.text
     assert client.get("/static/app.js").status_code == 200

@@ -143,3 +143,19 @@ def test_serve_refuses_a_ray_address_without_the_ray_backend() -> None:
     assert proc.returncode == 2
     assert "--ray-address needs --backend ray" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_serve_refuses_short_and_shared_tokens() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "PARALLEL_AGENTS_TOKEN"}
+    for args, words in [
+            (["--token", "ab"], "--token must be at least 8 characters, got 2"),
+            (["--session", "a:optok"], "--session a: its token must be at least 8 characters"),
+            (["--token", "same-token-123", "--session", "a:same-token-123"],
+             "--session a has the same token as the operator token"),
+            (["--session", "a:same-token-123", "--session", "b:same-token-123"],
+             "--session b has the same token as --session a")]:
+        proc = subprocess.run([*SERVE, "--port", "0", *args], env=env, capture_output=True,
+                              text=True, timeout=60)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert words in proc.stderr and "Traceback" not in proc.stderr
+        assert "same-token-123" not in proc.stderr and "optok" not in proc.stderr

@@ -24,7 +24,7 @@ timeout_sec = 60
 max_concurrent = 2
 
 [providers.local]
-base_url = "http://user:hunter2@127.0.0.1:8080/v1"
+base_url = "http://user@127.0.0.1:8080/v1"
 api_key_env = "LOCAL_LLM_KEY"
 rpm = 60
 
@@ -72,12 +72,12 @@ def test_toml_values_with_sources_and_precedence(tmp_path) -> None:
     assert s["pools.codegen.max_concurrent"]["value"] == 5
     assert s["pools.codegen.max_retries"]["source"] == "default"
     assert s["budget.max_cost_usd"]["value"] == 2.5
-    # Secrets never shown: the key's variable is named, the URL's password masked.
+    # Secrets never shown: the key's variable is named, the URL's user info masked.
     assert s["providers.local.api_key_env"]["value"] == "LOCAL_LLM_KEY (set in the environment)"
     assert s["providers.local.base_url"]["value"] == "http://***@127.0.0.1:8080/v1"
     text = run_cli("config", "show", cwd=tmp_path,
                    env=cli_env(LOCAL_LLM_KEY="sk-live-123")).stdout
-    assert "hunter2" not in text and "sk-live-123" not in text and "small-model" in text
+    assert "user@" not in text and "sk-live-123" not in text and "small-model" in text
 
 
 def test_cli_beats_env_beats_plan_beats_config(tmp_path) -> None:
@@ -144,19 +144,23 @@ def test_unknown_keys_get_suggestions_and_raw_keys_are_refused(tmp_path) -> None
         max_concurent = 2
         [providers.openai]
         api_key = "sk-live-abcdef"
+        base_url = "https://u:hunter2@example.com/v1?x=1&token=hunter3"
         [providers.anthropic]
         api_key_env = "sk-live-ghijkl"
     """))
     proc = run_cli("config", "show", cwd=tmp_path)
     assert proc.returncode == 2
     err = proc.stderr
-    assert "invalid config in" in err and "5 problems" in err
+    assert "invalid config in" in err and "6 problems" in err
     assert "defaults.max_worker: unknown key; did you mean 'max_workers'?" in err
     assert "pool: unknown key; did you mean 'pools'?" in err
     assert "pools.codegen.max_concurent: unknown key; did you mean 'max_concurrent'?" in err
     assert "providers.openai.api_key: raw API keys are not accepted" in err
     assert "providers.anthropic.api_key_env: must be the NAME of an environment variable" in err
-    assert "sk-live" not in err and "Traceback" not in err
+    assert ("providers.openai.base_url: refusing to store a secret in a config file: base_url "
+            "carries a password (user:PASSWORD@) and the query parameter 'token'") in err
+    assert "OPENAI_BASE_URL" in err
+    assert "sk-live" not in err and "hunter" not in err and "Traceback" not in err
     # The same checks guard `run`, before anything starts.
     plan = tmp_path / "p.yaml"
     plan.write_text(PLAN_WITHOUT_POOLS)
@@ -232,3 +236,20 @@ def test_an_unknown_provider_in_the_config_file_is_named(tmp_path) -> None:
     assert proc.returncode == 2
     assert "providers.openia: unknown provider 'openia': did you mean 'openai'?" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_plan_with_credentials_in_a_provider_url_is_refused(tmp_path) -> None:
+    plan = tmp_path / "p.yaml"
+    plan.write_text(textwrap.dedent("""
+        providers:
+          openai: {base_url: "http://u:cred-pass-777@127.0.0.1:9/v1"}
+        tasks:
+          - {id: a, prompt: hi, model: "openai:gpt-4o-mini"}
+    """))
+    for command in ("plan", "run"):
+        proc = run_cli(command, str(plan), cwd=tmp_path)
+        assert proc.returncode == 2, proc.stderr
+        assert "providers.openai.base_url: refusing to store a secret in a plan" in proc.stderr
+        assert "OPENAI_BASE_URL" in proc.stderr
+        assert "cred-pass-777" not in proc.stdout + proc.stderr
+        assert "Traceback" not in proc.stderr

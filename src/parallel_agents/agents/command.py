@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Iterable
 from typing import Any
 
 from .._exceptions import NonRetryableError, TaskError
@@ -116,17 +117,20 @@ class CommandAgent(Agent):
     """Runs `task.command`. `python`/`python3` as the program means this interpreter.
 
     `kill_grace_sec`: after SIGTERM on timeout/cancel, how long the group gets before SIGKILL.
+    `drop_env`: variables of the runner's environment the program must not inherit (the HTTP
+    server drops its own token, so a task cannot read it); a task's own `env` still applies.
     """
 
-    def __init__(self, *, kill_grace_sec: float = 1.0) -> None:
+    def __init__(self, *, kill_grace_sec: float = 1.0, drop_env: Iterable[str] = ()) -> None:
         self.kill_grace_sec = kill_grace_sec
+        self.drop_env = frozenset(drop_env)
 
     async def run(self, task: Any, ctx: TaskContext) -> str:
         argv = list(task.command)
         if argv[0] in ("python", "python3"):
             # The interpreter running parallel-agents, so a plan works the same in a venv.
             argv[0] = sys.executable
-        env = dict(os.environ)
+        env = {k: v for k, v in os.environ.items() if k not in self.drop_env}
         env.update(task.env)
         env["PARALLEL_AGENTS_RUN_ID"] = ctx.run_id
         env["PARALLEL_AGENTS_TASK_ID"] = task.id

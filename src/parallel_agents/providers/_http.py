@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .._exceptions import UsageError
+from .._urls import mask_url
 from .base import ProviderError, Usage
 from .limits import parse_retry_after
 
@@ -23,6 +24,7 @@ __all__ = [
     "ALLOW_NETWORK_CALLS",
     "check_allow_network",
     "redact",
+    "shown_url",
     "status_error",
     "transport_error",
 ]
@@ -44,6 +46,11 @@ def _is_loopback(url: str | None) -> bool:
         return False
 
 
+def shown_url(base_url: str | None, default: str) -> str:
+    """`base_url` as messages may name it: a password or key in it is masked (see _urls)."""
+    return mask_url(base_url) if base_url else default
+
+
 def check_allow_network(provider: str, base_url: str | None) -> None:
     """Raise a clear UsageError if remote calls are switched off and `base_url` is not local."""
     env_off = os.environ.get("PARALLEL_AGENTS_ALLOW_NETWORK", "1").strip().lower() in {
@@ -52,8 +59,8 @@ def check_allow_network(provider: str, base_url: str | None) -> None:
         return
     raise UsageError(
         f"{provider}: remote model calls are disabled (PARALLEL_AGENTS_ALLOW_NETWORK=0 or "
-        f"providers._http.ALLOW_NETWORK_CALLS=False) and {base_url or 'the default API'} is not "
-        "a loopback server; use local: models, --replay DIR, or enable network calls")
+        f"providers._http.ALLOW_NETWORK_CALLS=False) and {shown_url(base_url, 'the default API')}"
+        " is not a loopback server; use local: models, --replay DIR, or enable network calls")
 
 
 _KEY_LIKE = re.compile(r"\b(sk-[A-Za-z0-9_\-*]{4,}|sk-ant-[A-Za-z0-9_\-*]{4,})")
@@ -122,8 +129,9 @@ def status_error(provider: str, model: str, status: int, headers: Mapping[str, s
 def transport_error(provider: str, model: str, exc: BaseException, base_url: str | None,
                     timeout: bool) -> ProviderError:
     what = "timed out" if timeout else "connection failed"
-    return ProviderError(f"{provider}:{model}: {what} talking to {base_url or 'the API'} "
-                         f"({type(exc).__name__}); will retry", retryable=True, provider=provider)
+    return ProviderError(f"{provider}:{model}: {what} talking to "
+                         f"{shown_url(base_url, 'the API')} ({type(exc).__name__}); will retry",
+                         retryable=True, provider=provider)
 
 
 def malformed(provider: str, model: str, why: str, usage: Usage | None = None) -> ProviderError:

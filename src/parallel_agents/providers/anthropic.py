@@ -20,6 +20,7 @@ from ._http import (
     estimate_tokens,
     malformed,
     redact,
+    shown_url,
     status_error,
     transport_error,
 )
@@ -79,8 +80,9 @@ class AnthropicProvider(Provider):
         self._client = anthropic.AsyncAnthropic(api_key=api_key or "no-key", base_url=base_url,
                                                 max_retries=0, timeout=timeout)
 
-    def __repr__(self) -> str:
-        return f"AnthropicProvider(base_url={self.base_url!r})"
+    def __repr__(self) -> str:  # never show the key, nor a password in the URL
+        shown = shown_url(self.base_url, "") or None
+        return f"AnthropicProvider(base_url={shown!r})"
 
     def limiter(self, model: str) -> RateLimiter:
         if self._limiter is not None:

@@ -17,6 +17,7 @@ from ._http import (
     estimate_tokens,
     malformed,
     redact,
+    shown_url,
     status_error,
     transport_error,
 )
@@ -66,8 +67,9 @@ class OpenAIProvider(Provider):
         self._client = openai.AsyncOpenAI(api_key=api_key or "no-key", base_url=base_url,
                                           max_retries=0, timeout=timeout)
 
-    def __repr__(self) -> str:  # never show the key
-        return f"OpenAIProvider(base_url={self.base_url!r})"
+    def __repr__(self) -> str:  # never show the key, nor a password in the URL
+        shown = shown_url(self.base_url, "") or None
+        return f"OpenAIProvider(base_url={shown!r})"
 
     def limiter(self, model: str) -> RateLimiter:
         if self._limiter is not None:

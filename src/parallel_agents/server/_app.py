@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hmac
 import json
+import os
+import re
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -19,16 +21,20 @@ from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette.sse import EventSourceResponse
 
 from .. import __version__
+from ..agents.command import CommandAgent
 from ..backends import Backend
 from ..plan import Plan
 from ._errors import ApiError, error_response, install_error_handlers
-from ._manager import ExecutionManager, Principal, check_plan_size
+from ._manager import ExecutionManager, PlanTooLarge, Principal, check_plan_size
 from ._metrics import GatewayMetrics
 from ._planning import CoordinatorPlanner, Planned, Planner, as_planned
 from ._redact import Redactor
+from ._runner import TOKEN_ENV, check_tokens
 from ._store import ExecutionRecord, ExecutionStore
 
 __all__ = ["Limits", "Planner", "create_app"]
+
+_MAX_SEQ = 2**63 - 1
 
 
 class Limits(BaseModel):
@@ -57,13 +63,13 @@ class ExecuteRequest(BaseModel):
     sessionKey: str | None = Field(default=None, min_length=1, max_length=200)
     project: str | None = Field(default=None, min_length=1, max_length=200)
     force_parallel: bool = Field(
-        default=False, description="With `message`: keep the request's parts as separate "
-        "tasks even if the coordinator would run it serially. Ignored with `plan` (a plan "
-        "always runs as given).")
+        default=False, strict=True, description="With `message`: keep the request's parts as "
+        "separate tasks even if the coordinator would run it serially. Ignored with `plan` (a "
+        "plan always runs as given). A JSON boolean.")
     budget_usd: float | None = Field(
-        default=None, ge=0, description="Most USD the execution's LLM tasks may spend: a task "
-        "that could exceed what is left is skipped (the run ends `partial`, with the reason). "
-        "Every priced model must have a known price.")
+        default=None, ge=0, allow_inf_nan=False, description="Most USD the execution's LLM "
+        "tasks may spend: a task that could exceed what is left is skipped (the run ends "
+        "`partial`, with the reason). Every priced model must have a known price.")
 
 
 class ChatRequest(BaseModel):
@@ -222,7 +228,37 @@ class _Latency:
         await self.app(scope, receive, timed_send)
 
 
+def _event_seq(value: str, where: str) -> int:
+    """An event seq from a header or query: 400 for anything but 0..2**63-1 (SQLite's range:
+    a larger number would fail inside the store, after the stream has started)."""
+    text = value.strip()
+    seq = int(text) if re.fullmatch(r"[0-9]{1,19}", text) else -1
+    if not 0 <= seq <= _MAX_SEQ:
+        raise ApiError(400, "bad_request",
+                       f"{where} must be an event seq, an integer from 0 to {_MAX_SEQ}, got "
+                       f"{value[:40]!r}; send the `id` of the last event you received")
+    return seq
+
+
 # -- the app ------------------------------------------------------------------------------
+def _without_server_auth(executor_options: dict[str, Any] | None, secrets: list[str]
+                         ) -> dict[str, Any]:
+    """Executor options whose command tasks do not inherit the server's own auth.
+
+    A session user may run any program: had it the server's environment, it could read the
+    operator token (`$PARALLEL_AGENTS_TOKEN`, or any variable holding one of the tokens) and
+    print it in a form masking does not catch. A command agent given by the caller is kept.
+    """
+    options = dict(executor_options or {})
+    agents = dict(options.get("agents") or {})
+    if "command" not in agents:
+        drop = {TOKEN_ENV, *(name for name, value in os.environ.items()
+                             if value and any(s in value for s in secrets))}
+        agents["command"] = CommandAgent(drop_env=drop)
+    options["agents"] = agents
+    return options
+
+
 def create_app(
     *,
     token: str | None = None,
@@ -251,9 +287,7 @@ def create_app(
         planner = CoordinatorPlanner(coordinator)
     limits = limits or Limits()
     sessions = dict(session_tokens or {})
-    for name, secret in sessions.items():
-        if not secret:
-            raise ValueError(f"session {name!r} has an empty token")
+    check_tokens(token, sessions)
     secrets = [t for t in (token, *sessions.values()) if t]
     auth_on = bool(secrets)
     redactor = Redactor.from_environment(secrets)
@@ -268,6 +302,7 @@ def create_app(
         store = DurableExecutionStore(durable)
         executor_options = {**(executor_options or {}), "store": durable}
         closers += [store.close, durable.close]
+    executor_options = _without_server_auth(executor_options, secrets)
     manager = manager or ExecutionManager(
         store, redactor=redactor, max_active=limits.max_active,
         executor_options=executor_options)
@@ -291,10 +326,13 @@ def create_app(
                     "Send `Authorization: Bearer <token>` when the server has a token.",
         lifespan=lifespan,
         responses=_ERROR_SCHEMA,
+        # No /docs or /redoc: those pages load Swagger UI / ReDoc from a CDN, and the product
+        # calls no server the user did not configure. The schema is served below, with auth.
+        docs_url=None, redoc_url=None, openapi_url=None,
     )
     app.state.manager = manager
     app.state.metrics = metrics
-    install_error_handlers(app)
+    install_error_handlers(app, redactor)
 
     def principal(authorization: Annotated[str | None, Header(
             description="`Bearer <token>` (required when the server has a token)")] = None
@@ -394,8 +432,7 @@ def create_app(
                                                body.force_parallel)
             plan = planned.plan
         if len(plan.tasks) > limits.max_tasks:
-            raise ApiError(422, "plan_too_large",
-                           f"the plan has {len(plan.tasks)} tasks; at most {limits.max_tasks}")
+            raise PlanTooLarge(len(plan.tasks), limits.max_tasks)
         if not plan.tasks:
             raise ApiError(422, "invalid_plan", "the plan has no tasks: add at least one "
                            "under `tasks`",
@@ -441,22 +478,16 @@ def create_app(
         last_event_id: Annotated[str | None, Header(
             description="Resume after this event seq (sent by EventSource on reconnect)."
         )] = None,
-        after: Annotated[int | None, Query(
-            ge=0, description="Resume after this seq (for clients that cannot set headers)."
+        after: Annotated[str | None, Query(
+            description="Resume after this seq (for clients that cannot set headers): an "
+            "integer from 0 to 2**63-1."
         )] = None,
     ) -> EventSourceResponse:
         """Every event of the execution (past ones first, then live) until it ends."""
         manager.get(execution_id, who)
-        start = after or 0
+        start = _event_seq(after, "?after=") if after is not None else 0
         if last_event_id is not None and last_event_id.strip():
-            try:
-                start = int(last_event_id.strip())
-            except ValueError:
-                raise ApiError(400, "bad_request",
-                               f"Last-Event-ID must be an event seq (an integer), got "
-                               f"{last_event_id[:40]!r}") from None
-            if start < 0:
-                raise ApiError(400, "bad_request", "Last-Event-ID must not be negative")
+            start = _event_seq(last_event_id, "Last-Event-ID")
 
         async def stream() -> AsyncIterator[dict[str, Any]]:
             async for event in manager.events(execution_id, start):
@@ -483,7 +514,9 @@ def create_app(
         sessionKey: Annotated[str | None, Query(max_length=200)] = None,
     ) -> dict[str, Any]:
         """Executions you may see, newest first."""
-        rows, total = manager.list(who, session_key=sessionKey, offset=offset, limit=limit)
+        # Stored sessionKeys are masked like everything else: so is the filter.
+        rows, total = manager.list(who, session_key=redactor(sessionKey), offset=offset,
+                                   limit=limit)
         return {"items": [summary(r) for r in rows], "total": total, "offset": offset,
                 "limit": limit}
 
@@ -519,6 +552,11 @@ def create_app(
                 "reason": planned.reason,
                 "message": f"answered serially ({planned.reason}); execution "
                            f"{record.execution_id} {record.status}"}
+
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi_schema(who: Principal = who_dep) -> dict[str, Any]:
+        """The OpenAPI schema, behind the same token as the API it describes."""
+        return app.openapi()
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, Any]:

@@ -92,7 +92,8 @@ class RedactingRunStore(RunStore):
     def create_run(self, run_id: str, *, plan_name: str, plan_json: dict[str, Any],
                    options: dict[str, Any], has_callables: bool, workspace: str | None,
                    tasks: Iterable[tuple[str, str]] | None = None) -> None:
-        super().create_run(run_id, plan_name=plan_name, plan_json=self.redactor(plan_json),
+        super().create_run(run_id, plan_name=self.redactor(plan_name),
+                           plan_json=self.redactor(plan_json),
                            options=self.redactor(options), has_callables=has_callables,
                            workspace=workspace, tasks=tasks)
 

@@ -26,7 +26,8 @@ from ._planning import RunFn
 from ._redact import Redactor, plan_secrets
 from ._store import ExecutionRecord, ExecutionStore, MemoryExecutionStore
 
-__all__ = ["ExecutionManager", "ExecutionNotFound", "Principal", "TooManyExecutions"]
+__all__ = ["ExecutionManager", "ExecutionNotFound", "PlanTooLarge", "Principal",
+           "TooManyExecutions"]
 
 log = logging.getLogger("parallel_agents.server")
 
@@ -47,6 +48,15 @@ class ExecutionNotFound(LookupError):
 
 class TooManyExecutions(RuntimeError):
     """The server already runs its maximum number of executions."""
+
+
+class PlanTooLarge(UsageError):
+    """The plan has more tasks than the server accepts (HTTP 422 `plan_too_large`)."""
+
+    def __init__(self, tasks: int, max_tasks: int) -> None:
+        super().__init__(
+            f"the plan has {tasks} tasks; this server accepts at most {max_tasks} per "
+            f"execution (split the work, or start the server with a higher --max-tasks)")
 
 
 @dataclass(slots=True)
@@ -122,6 +132,11 @@ class ExecutionManager:
         if add_to_store is not None:
             add_to_store(secrets)  # before the run writes anything to the durable store
         tasks = [redact(_task_view(t)) for t in plan.tasks]
+        # What the client named things is shown and stored too (runs.plan_name, the workspace's
+        # project_state.yaml, gateway_executions): masked like everything else.
+        if redact(plan.name) != plan.name:
+            plan = plan.model_copy(update={"name": redact(plan.name)})
+        session_key, project = redact(session_key), redact(project)
         try:
             estimate = simulate(plan, strategy=executor.strategy).makespan
         except Exception:
@@ -342,6 +357,4 @@ def check_plan_size(plan_data: Any, max_tasks: int) -> None:
     """Refuse oversized plans before validating them (validation cost grows with size)."""
     tasks = plan_data.get("tasks") if isinstance(plan_data, dict) else None
     if isinstance(tasks, list) and len(tasks) > max_tasks:
-        raise UsageError(
-            f"the plan has {len(tasks)} tasks; this server accepts at most {max_tasks} per "
-            f"execution (split the work, or start the server with a higher --max-tasks)")
+        raise PlanTooLarge(len(tasks), max_tasks)

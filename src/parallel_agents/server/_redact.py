@@ -3,7 +3,8 @@
 A plan may carry an API key in a task's `env`, and a program may echo it in its output or
 error. Rather than trusting every writer, the gateway passes each event and response through
 one `Redactor` that knows the secret values (plan env values under secret-looking names, the
-server's own tokens, and the server process's secret-looking environment variables) and
+server's own tokens, the server process's secret-looking environment variables, and passwords
+or keys inside URLs in its environment, like `OPENAI_BASE_URL=http://user:PASSWORD@...`) and
 replaces them wherever they appear.
 """
 
@@ -13,6 +14,8 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
+
+from .._urls import url_secrets
 
 __all__ = ["MASK", "SECRET_NAME", "Redactor"]
 
@@ -35,7 +38,8 @@ class Redactor:
     def from_environment(cls, extra: Iterable[str] = (),
                          environ: Mapping[str, str] | None = None) -> Redactor:
         environ = os.environ if environ is None else environ
-        return cls([*extra, *(v for k, v in environ.items() if SECRET_NAME.search(k))])
+        return cls([*extra, *(v for k, v in environ.items() if SECRET_NAME.search(k)),
+                    *(s for v in environ.values() if "://" in v for s in url_secrets(v))])
 
     def add(self, secrets: Iterable[str]) -> None:
         new = {s for s in secrets if isinstance(s, str) and len(s) >= _MIN_SECRET_LEN}

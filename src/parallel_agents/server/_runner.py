@@ -12,7 +12,15 @@ import uvicorn
 
 from .._exceptions import UsageError
 
-__all__ = ["ServerThread", "check_bind", "is_loopback", "serve"]
+__all__ = ["MIN_TOKEN_LEN", "TOKEN_ENV", "ServerThread", "check_bind", "check_tokens",
+           "is_loopback", "serve"]
+
+#: Where `parallel-agents serve` reads the operator token from (its --token default).
+TOKEN_ENV = "PARALLEL_AGENTS_TOKEN"
+
+#: Shorter tokens are refused: easy to guess, and too short for the redactor to mask safely.
+MIN_TOKEN_LEN = 8
+_NEW_TOKEN = "python -c 'import secrets; print(secrets.token_urlsafe(24))'"
 
 # Always asyncio's own loop, even where uvloop is installed: under uvloop, writing a command
 # task's stdin fails with "unable to perform operation on <WriteUnixTransport closed=True>"
@@ -36,8 +44,31 @@ def check_bind(host: str, token: str | None, session_tokens: dict[str, str] | No
     if not is_loopback(host) and not token and not session_tokens:
         raise UsageError(
             f"refusing to listen on {host} without a token: anyone who can reach it could "
-            f"run commands on this machine. Pass --token TOKEN (or set PARALLEL_AGENTS_TOKEN), "
+            f"run commands on this machine. Pass --token TOKEN (or set {TOKEN_ENV}), "
             f"or listen on 127.0.0.1")
+
+
+def check_tokens(token: str | None, session_tokens: dict[str, str] | None = None) -> None:
+    """Refuse tokens too short to be safe or masked, and tokens shared by two principals.
+
+    A token decides whose executions a request sees, so two sessions (or a session and the
+    operator) with the same token would be one principal under two names.
+    """
+    sessions = session_tokens or {}
+    short = (f"is too easy to guess, and too short to mask in outputs; use a long random one "
+             f"({_NEW_TOKEN})")
+    if token and len(token) < MIN_TOKEN_LEN:
+        raise UsageError(f"--token must be at least {MIN_TOKEN_LEN} characters, got "
+                         f"{len(token)} (from --token or ${TOKEN_ENV}): it {short}")
+    owners: dict[str, str] = {token: "the operator token (--token)"} if token else {}
+    for name, secret in sessions.items():
+        if len(secret) < MIN_TOKEN_LEN:
+            raise UsageError(f"--session {name}: its token must be at least {MIN_TOKEN_LEN} "
+                             f"characters, got {len(secret)}: it {short}")
+        if secret in owners:
+            raise UsageError(f"--session {name} has the same token as {owners[secret]}: give "
+                             f"each session a token of its own")
+        owners[secret] = f"--session {name}"
 
 
 def serve(app: Any, host: str = "127.0.0.1", port: int = 8000, *,
