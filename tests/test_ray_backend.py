@@ -376,7 +376,8 @@ def test_resume_runs_where_the_run_ran_unless_told_otherwise(tmp_path: Path) -> 
         options = json.loads(conn.execute("SELECT options_json FROM runs").fetchone()[0])
         assert options["backend"] == "local" and options["ray_address"] is None
         options.update(backend="ray", ray_address=address)
-        conn.execute("UPDATE runs SET options_json = ?", (json.dumps(options),))
+        conn.execute("UPDATE runs SET options_json = ?, status = 'running'",
+                     (json.dumps(options),))
     for args in ((), ("--backend", "ray")):
         back = _cli("resume", run_id, "-q", *args, PARALLEL_AGENTS_STORE=str(store))
         assert back.returncode == 2, back.stderr
