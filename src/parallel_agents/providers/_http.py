@@ -130,7 +130,7 @@ def transport_error(provider: str, model: str, exc: BaseException, base_url: str
                     timeout: bool) -> ProviderError:
     what = "timed out" if timeout else "connection failed"
     return ProviderError(f"{provider}:{model}: {what} talking to "
-                         f"{shown_url(base_url, 'the API')} ({type(exc).__name__}); will retry",
+                         f"{shown_url(base_url, 'the API')} ({type(exc).__name__})",
                          retryable=True, provider=provider)
 
 

@@ -105,15 +105,17 @@ class OpenAIProvider(Provider):
                 lease.rate_limited(parse_retry_after(headers), headers)
             else:
                 lease.failure(headers)
-            raise err from exc
+            # `from None`: the SDK's error may hold what the server echoed (a key) or the
+            # URL with its credentials; ours says what matters, with those masked.
+            raise err from None
         except openai.APIConnectionError as exc:  # includes APITimeoutError
             lease.failure()
             raise transport_error(self.name, request.model, exc, self.base_url,
-                                  isinstance(exc, openai.APITimeoutError)) from exc
+                                  isinstance(exc, openai.APITimeoutError)) from None
         except openai.OpenAIError as exc:
             lease.failure()
             raise malformed(self.name, request.model,
-                            redact(str(exc), [self._api_key])[:200]) from exc
+                            redact(str(exc), [self._api_key])[:200]) from None
         return await parse_raw_response(raw, lambda parsed: self._to_response(parsed, request),
                                         lease, self.name, request.model, [self._api_key])
 
