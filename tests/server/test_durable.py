@@ -278,3 +278,19 @@ def test_added_result_fields_keep_nulls_and_are_masked_as_values(tmp_path: Path)
     assert saved.result["final_response"] == "line one\ntoken-42 ***"
     assert saved.result["decision"] == {"template": None} and saved.result["files"] is None
     assert saved.result["status"] == "succeeded" and "a" in saved.result["tasks"]
+
+
+def test_once_the_stream_says_run_finished_the_execution_is_finished(tmp_path: Path) -> None:
+    """The dashboard asks for the execution when it sees run_finished: it must find the
+    result there, not a still-running execution (the event came while the store was still
+    committing the run's end)."""
+    with _server(tmp_path / "runs.db") as srv, _client(srv) as client:
+        for _ in range(5):
+            eid = client.post("/api/execute-parallel", json={
+                "plan": plan_of(sleep_task("x", 0.05))}).json()["execution_id"]
+            with client.stream("GET", f"/api/execution/{eid}/events") as live:
+                for line in live.iter_lines():  # asked the moment the event arrives
+                    if line.startswith("data:") and '"run_finished"' in line:
+                        body = client.get(f"/api/execution/{eid}").json()
+                        break
+            assert body["status"] == "succeeded" and body["makespan_seconds"] is not None

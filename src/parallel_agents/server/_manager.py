@@ -71,6 +71,8 @@ class _Live:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     runner: asyncio.Task[None] | None = None
     cost_usd: float = 0.0
+    #: the run_finished event, published once the execution's result is stored (`_run`)
+    finished_event: dict[str, Any] | None = None
 
 
 class ExecutionManager:
@@ -178,6 +180,8 @@ class ExecutionManager:
             result = {"status": status, "reason": live.redact(f"{type(exc).__name__}: {exc}")}
         finally:
             self.store.finish(execution_id, status, time.time(), result or {"status": status})
+            if live.finished_event is not None:
+                self._publish(execution_id, live, live.finished_event)
             self.live.pop(execution_id, None)
             live.wake.set()
             record = self.store.get(execution_id)
@@ -199,8 +203,17 @@ class ExecutionManager:
 
     def _record_event(self, execution_id: str, live: _Live, event: Event) -> None:
         data = live.redact(_jsonable(event.to_dict()))
+        if event.kind == "run_finished":
+            # Held until the result is stored: a client that sees it and asks for the
+            # execution must find it finished, with its result (and a coordinated run's
+            # answer, which comes after the tasks).
+            live.finished_event = data
+            return
+        self._publish(execution_id, live, data)
+
+    def _publish(self, execution_id: str, live: _Live, data: dict[str, Any]) -> None:
         self.store.append_events(execution_id, [data])
-        task_id = event.task_id
+        task_id = data.get("task_id")
         if task_id is not None and task_id in live.tasks:
             _apply(live.tasks[task_id], data)
         pool = live.pools.get(task_id) if task_id else None
