@@ -294,3 +294,33 @@ def test_once_the_stream_says_run_finished_the_execution_is_finished(tmp_path: P
                         body = client.get(f"/api/execution/{eid}").json()
                         break
             assert body["status"] == "succeeded" and body["makespan_seconds"] is not None
+
+
+def test_a_run_the_server_stopped_is_resumed_and_the_gateway_shows_its_end(
+        tmp_path: Path) -> None:
+    """A graceful shutdown cancels running executions: the reason says how to finish one,
+    its cancelled attempt does not use up the task's only try, and once `resume` finished it
+    the gateway shows the run's end, not the shutdown."""
+    store = tmp_path / "runs.db"
+    slow = ("import os, time\n"
+            "if os.environ['PARALLEL_AGENTS_ATTEMPT'] == '1': time.sleep(30)\n"
+            "print('finished')\n")
+    plan = plan_of({"id": "slow", "command": [sys.executable, "-c", slow], "max_retries": 0})
+    with _server(store) as srv, _client(srv) as c:
+        eid = c.post("/api/execute-parallel", json={"plan": plan}).json()["execution_id"]
+        deadline = time.monotonic() + 30
+        while c.get(f"/api/execution/{eid}").json()["tasks"][0]["status"] != "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    # (leaving the block shut the server down)
+    with _server(store) as srv, _client(srv) as c:
+        stopped = c.get(f"/api/execution/{eid}").json()
+    assert stopped["status"] == "cancelled"
+    assert f"parallel-agents resume {eid}" in stopped["reason"]
+    res = subprocess.run([sys.executable, "-m", "parallel_agents", "resume", eid, "--store",
+                          str(store), "-q"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    with _server(store) as srv, _client(srv) as c:
+        after = c.get(f"/api/execution/{eid}").json()
+    assert after["status"] == "succeeded"
+    assert after["results"]["slow"]["output"] == "finished"

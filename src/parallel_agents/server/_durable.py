@@ -169,11 +169,21 @@ class DurableExecutionStore:
             # more: `interrupted` (resume it with `parallel-agents resume ID`), or the end of
             # such a resumed run.
             status, finished, stored_result = self._run_state(eid)
+        elif status != "succeeded" and self._run_moved_on(eid, finished):
+            # Ended here (cancelled by a shutdown, failed), then resumed from the CLI: the
+            # run's own row has the newer state.
+            status, finished, stored_result = self._run_state(eid)
         return ExecutionRecord(
             execution_id=eid, owner=owner, session_key=session_key, project=project,
             plan_name=plan_name, tasks=json.loads(tasks), created_at=created,
             estimated_duration=estimate, status=status, finished_at=finished,
             result=stored_result)
+
+    def _run_moved_on(self, execution_id: str, finished: float | None) -> bool:
+        """Whether the run changed after the gateway recorded its end (one indexed read): the
+        run's own end is written before the gateway's, so a later change is a resume."""
+        rows = self._execute("SELECT updated_at FROM runs WHERE id = ?", (execution_id,))
+        return bool(rows) and finished is not None and (rows[0][0] or 0) > finished
 
     def _run_state(self, execution_id: str
                    ) -> tuple[str, float | None, dict[str, Any] | None]:

@@ -289,8 +289,12 @@ class ExecutionManager:
     async def shutdown(self, timeout: float = 10.0) -> None:
         """Cancel every running execution and wait (bounded) for them to stop cleanly."""
         runners = [live.runner for live in self.live.values() if live.runner is not None]
-        for live in list(self.live.values()):
-            live.executor.cancel("the server is shutting down")
+        durable = self.executor_options.get("store") is not None
+        for execution_id, live in list(self.live.items()):
+            # With a store, the run can go on: its cancelled attempts do not use up retries.
+            live.executor.cancel(
+                "the server was shut down during the run" + (
+                    f"; `parallel-agents resume {execution_id}` finishes it" if durable else ""))
         if runners:
             await asyncio.wait(runners, timeout=timeout)
 
