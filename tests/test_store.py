@@ -541,3 +541,79 @@ def test_a_resume_that_fails_its_checks_leaves_the_run_as_it_was(tmp_path):
         saved = store.load_run(run_id)
     assert (saved.status, saved.display_status(), saved.owner_pid) == (
         "succeeded", "succeeded", None)
+
+
+def test_ids_beyond_ascii_and_pipes_read_back_from_the_coordination_files(tmp_path):
+    plan = pa.Plan(tasks=[pa.Task(id="rocket 🚀", run=lambda: 1),
+                          pa.Task(id="pipe|id", run=lambda: 2)])
+    with RunStore(tmp_path / "runs.db") as store:
+        result = asyncio.run(pa.Executor(store=store).execute(plan))
+    ws = Path(result.workspace)
+    state = yaml.safe_load((ws / "project_state.yaml").read_text(encoding="utf-8"))
+    assert set(state["tasks"]) == {"rocket 🚀", "pipe|id"}
+    rows = [line for line in (ws / "activity_log.md").read_text(encoding="utf-8").splitlines()
+            if line.startswith("| 2")]
+    assert len(rows) == 2 and all(len(r.split(" | ")) == 6 for r in rows)
+    assert any(" pipe\\|id " in r for r in rows)
+
+
+def test_a_success_whose_event_the_crash_lost_is_logged_once(tmp_path):
+    """Resume re-emits task_succeeded (data.recovered) for a success committed just before a
+    crash; its activity row, if the crash did not lose it too, is not written twice."""
+    from parallel_agents.events import Event
+    from parallel_agents.store.workspace import Workspace
+
+    plan = pa.Plan(tasks=[pa.Task(id="t", command=["true"])])
+    ws = Workspace(tmp_path / "ws", run_id="r", plan=plan, strategy="dependency")
+    ws.start("start")
+    ws.on_event(Event("task_started", "r", 100.0, "t", 1))
+    ws.on_event(Event("task_succeeded", "r", 101.0, "t", 1))
+    ws.on_event(Event("task_succeeded", "r", 102.0, "t", 1, None, {"recovered": True}))
+    ws.close("succeeded", rollback=False)
+    log = (tmp_path / "ws" / "activity_log.md").read_text()
+    assert log.count("| t |") == 1, log
+
+
+def test_a_killed_runner_left_as_a_zombie_is_not_alive():
+    """Until its parent reaps it, a killed runner is a zombie: signal 0 still reaches it, but
+    it runs nothing, and its run may be resumed at once."""
+    from parallel_agents.store.sqlite import pid_alive
+
+    proc = subprocess.Popen(["sleep", "30"])
+    try:
+        assert pid_alive(proc.pid)
+        os.kill(proc.pid, 9)
+        deadline = time.monotonic() + 10
+        while pid_alive(proc.pid):  # not reaped yet: a zombie
+            assert time.monotonic() < deadline, "a zombie counts as alive"
+            time.sleep(0.01)
+        assert Path(f"/proc/{proc.pid}").exists()  # still there, unreaped
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_store_on_a_read_only_mount_is_not_called_corrupted(tmp_path):
+    """SQLite writes next to a store even to read it: on a read-only mount the error says
+    so, rather than calling a healthy file corrupted. (Needs a mount namespace: root with
+    util-linux `unshare`, as in CI; skipped elsewhere.)"""
+    import shutil
+
+    store_dir = tmp_path / "ro"
+    store_dir.mkdir()
+    plan = write_plan(tmp_path / "plan.yaml", ECHO)
+    assert cli("run", str(plan), "-q", "--store", str(store_dir / "s.db"),
+               cwd=tmp_path).returncode == 0
+    if shutil.which("unshare") is None or os.geteuid() != 0:
+        pytest.skip("needs root and unshare to make a read-only mount")
+    script = (f"mount --bind {store_dir} {store_dir} && "
+              f"mount -o remount,bind,ro {store_dir} && "
+              f"{sys.executable} -m parallel_agents list --store {store_dir / 's.db'}")
+    res = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+                         capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    if "mount:" in res.stderr or "unshare:" in res.stderr:
+        pytest.skip(f"no read-only mount here: {res.stderr.strip()[:200]}")
+    assert res.returncode == 2, res.stderr
+    assert "read-only" in res.stderr and "corrupted" not in res.stderr
+    assert "Traceback" not in res.stderr

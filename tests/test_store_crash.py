@@ -454,3 +454,35 @@ def test_an_attempt_the_user_cancelled_does_not_use_up_a_retry(tmp_path: Path):
     slow = json.loads(res.stdout)["tasks"]["slow"]
     assert [a["outcome"] for a in slow["history"]] == ["cancelled", "succeeded"]
     assert slow["output"] == "done"
+
+
+def test_resume_with_rollback_undoes_what_the_interrupted_attempt_wrote(tmp_path: Path):
+    """--rollback-on-failure keeps what succeeded tasks produced and nothing else, also
+    across a crash: the interrupted attempt's junk and its damage to a succeeded task's file
+    are undone, not taken as the resumed run's starting point."""
+    ws = "$PARALLEL_AGENTS_WORKSPACE"
+    plan = {"name": "rb", "tasks": [
+        {"id": "a", "command": ["sh", "-c", f"echo good > {ws}/a.txt"]},
+        {"id": "f", "depends_on": ["a"], "command": [
+            "sh", "-c", f"echo junk > {ws}/junk.txt; echo bad > {ws}/a.txt; sleep 30; exit 1"]},
+    ]}
+    (tmp_path / "plan.yaml").write_text(yaml.safe_dump(plan))
+    env = {**os.environ, "PARALLEL_AGENTS_STORE": str(tmp_path / "runs.db")}
+    proc = cli("run", "plan.yaml", "-q", "--rollback-on-failure", cwd=tmp_path, env=env)
+    run_id = wait_for_run(tmp_path / "runs.db", proc)
+    junk = tmp_path / "runs" / run_id / "junk.txt"
+    deadline = time.monotonic() + 60
+    while not junk.exists():
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(0.2)  # a.txt is overwritten right after
+    kill(proc)
+    res = subprocess.run([sys.executable, "-m", "parallel_agents", "resume", run_id, "--json",
+                          "-q"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert res.returncode == 1, res.stderr  # f has no retry left: the run is partial
+    record = json.loads(res.stdout)
+    assert record["rollback"]["removed"] == ["junk.txt"]
+    assert record["rollback"]["restored"] == ["a.txt"]
+    assert not junk.exists()
+    assert (tmp_path / "runs" / run_id / "a.txt").read_text() == "good\n"

@@ -107,6 +107,17 @@ def plan_from_store(saved: StoredRun, plan: Plan | None) -> Plan:
     return Plan.from_dict(data, source=f"stored plan of run {saved.id}", allow_empty=True)
 
 
+def _with_undone(rollback: dict[str, Any] | None, undone: dict[str, Any] | None
+                 ) -> dict[str, Any] | None:
+    """The run's rollback report with what its resume undid first (see `begin`)."""
+    if not undone or not (undone["removed"] or undone["restored"]):
+        return rollback
+    if rollback is None:
+        return undone
+    return {**rollback, **{key: sorted(set(rollback[key]) | set(undone[key]))
+                           for key in ("removed", "restored")}}
+
+
 class DurableRun:
     """Store + workspace + cache hooks for one run. Created and driven by the executor."""
 
@@ -127,6 +138,9 @@ class DurableRun:
         # On resume, the attempts that ended before it (see `restore`), for the activity log.
         self._history: dict[str, list[AttemptRecord]] = {}
         self._events: list[dict[str, Any]] | None = None  # the stored ones, read once
+        # On resume with rollback_on_failure: what undoing the interrupted attempts removed
+        # and restored (part of the run's `rollback` report).
+        self._undone: dict[str, Any] | None = None
         # The fast path: rows gathered during one turn of the event loop go to the store as
         # one `RunBatch` (one queue item, one shared commit future). A store that overrides
         # submit/commit to see every row gets them one by one, unless it says it handles
@@ -170,6 +184,10 @@ class DurableRun:
         try:
             self.workspace = Workspace(self.workspace_path, run_id=self.run_id, plan=self.plan,
                                        strategy=self.options.strategy)
+            if self.resumed is not None and self.options.rollback_on_failure:
+                # What the attempts the crash cut off wrote is not a success's: undo it now,
+                # or the resume's checkpoints would keep it and a final rollback could not.
+                self._undone = self.workspace.rollback()
             if self.resumed is not None:
                 self.workspace.restore_state(
                     {tid: "succeeded" for tid in self.resumed.outputs},
@@ -310,6 +328,7 @@ class DurableRun:
         if self.workspace is not None:
             rollback = await asyncio.to_thread(
                 self.workspace.close, status, rollback=self.options.rollback_on_failure)
+            rollback = _with_undone(rollback, self._undone)
         now = time.time()
         self.store.submit("run_update", (status, now, now, result_json, self.run_id))
         self.store.release(self.run_id)

@@ -382,6 +382,10 @@ _ENCODE = json.JSONEncoder(default=_json_default, separators=(",", ":")).encode
 _encode_str = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
 
 
+def _writable(path: Path) -> bool:
+    return os.access(path, os.W_OK) and os.access(path.resolve().parent, os.W_OK)
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -389,7 +393,13 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    # A killed runner stays a zombie until its parent reaps it (a shell, a test harness):
+    # it runs nothing, and its run may be resumed at once.
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            return fh.read().rpartition(")")[2].split()[:1] != ["Z"]
+    except OSError:
+        return True  # no /proc (not Linux): signal 0 is all we know
 
 
 @dataclass(slots=True)
@@ -589,6 +599,13 @@ class RunStore:
                 "SELECT name FROM sqlite_master WHERE type IN ('table', 'view', 'index')")]
         except sqlite3.DatabaseError as exc:
             conn.close()
+            if "unable to open" in str(exc) or not _writable(path):
+                # Not damage: SQLite writes next to the file (its WAL and shared memory),
+                # even to read it, and cannot here.
+                raise StoreError(
+                    f"cannot open the store {path} for writing ({exc}): it, or its directory "
+                    f"{path.resolve().parent}, is read-only for this user (a read-only mount, "
+                    f"permissions). Copy it somewhere writable, or {hint}") from None
             raise StoreError(
                 f"the store {path} is corrupted or not a database ({exc}); it was left "
                 f"untouched. Restore it from a backup, move it away, or {hint}"

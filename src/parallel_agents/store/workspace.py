@@ -39,7 +39,9 @@ COORDINATION_FILES = ("scratchpad.md", "activity_log.md", "project_state.yaml")
 CHECKPOINT_DIR = ".checkpoints"
 _STATE_INTERVAL = 0.5  # seconds between rewrites of project_state.yaml under load
 _LOG_INTERVAL = 0.2  # seconds between appends to activity_log.md under load
-_quote = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+# JSON's quoting, non-ASCII kept as it is: YAML reads it the same way (the ASCII-only one
+# writes characters outside the BMP as surrogate pairs, which YAML reads as two characters).
+_quote = json.encoder.encode_basestring  # type: ignore[attr-defined]
 _SKIPPED = frozenset({"task_queued", "task_progress"})
 _TERMINAL = {"task_succeeded": "succeeded", "task_failed": "failed", "task_skipped": "skipped",
              "task_cancelled": "cancelled"}
@@ -110,7 +112,7 @@ class Workspace:
             for line in log.read_text(encoding="utf-8").splitlines():
                 cells = line.split(" | ")
                 if len(cells) == 6:
-                    have.add((cells[1], cells[3]))
+                    have.add((cells[1].replace("\\|", "|"), cells[3]))
         except OSError:
             pass
         rows = []
@@ -276,7 +278,9 @@ class Workspace:
             self._log(at, data, tid, (attempt or 1) - 1, "failed (will retry)")
         elif kind in _TERMINAL:
             self._status[tid] = _TERMINAL[kind]
-            if kind != "task_skipped":
+            # A success the crash left without its event: resume's `log_history` logs it
+            # from the store if the crash lost its row too.
+            if kind != "task_skipped" and not (data or {}).get("recovered"):
                 cached = bool((data or {}).get("cached"))
                 status = "succeeded (cached)" if cached else _TERMINAL[kind]
                 self._log(at, data, tid, attempt or self._attempts.get(tid, 0), status)
@@ -289,6 +293,8 @@ class Workspace:
         if duration is None:
             duration = max(0.0, at - start) if start is not None else 0.0
         pool = self.plan.task(tid).pool
+        if "|" in tid or "|" in pool:  # a table cell: escaped as markdown tables do
+            tid, pool = tid.replace("|", "\\|"), pool.replace("|", "\\|")
         second = int(at)
         if second != self._stamp_second:
             self._stamp_second = second
