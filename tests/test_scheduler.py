@@ -520,26 +520,83 @@ def test_peak_concurrency_counts_overlaps(raw: list[tuple[int, int]]) -> None:
     assert peak_concurrency(intervals) == expected
 
 
-def test_committing_task_frees_its_slot_but_holds_its_dependents() -> None:
-    """Durable runs: a task whose work is done waits for its commit holding no slot."""
+def test_committing_task_frees_its_slot_unless_a_dependent_wants_it() -> None:
+    """Durable runs: a task whose work is done waits for its commit. With no dependent that
+    could use its slot it frees the slot at once (the next task runs during the commit);
+    with one it holds the slot, so the dependent gets it by priority once the commit lands,
+    not whatever low-priority task was ready meanwhile."""
     plan = pa.Plan(
-        tasks=[pa.Task(id="a", run=_noop), pa.Task(id="b", run=_noop),
-               pa.Task(id="c", run=_noop, depends_on=["a"])],
+        tasks=[pa.Task(id="a", run=_noop, priority="high"),
+               pa.Task(id="low", run=_noop, priority="low"),
+               pa.Task(id="c", run=_noop, depends_on=["a"], priority="high"),
+               pa.Task(id="d", run=_noop, depends_on=["c"], priority="high")],
         pools={"default": pa.Pool(max_concurrent=1)},
     )
     s = Scheduler(plan)
-    starts = [d.task_id for d in s.decide() if isinstance(d, StartTask)]
-    assert starts == ["a"]
+    assert [d.task_id for d in s.decide() if isinstance(d, StartTask)] == ["a"]
     s.send(TaskWorkDone("a"))
     assert s.state["a"] is TaskState.COMMITTING
-    # The slot went to b at once; c (a's dependent) waits for the commit.
-    assert [d.task_id for d in s.decide() if isinstance(d, StartTask)] == ["b"]
-    s.send(TaskSucceeded("b"))
-    assert not [d for d in s.decide() if isinstance(d, StartTask)]
+    assert not [d for d in s.decide() if isinstance(d, StartTask)]  # held for c
     s.send(TaskSucceeded("a"))
     assert [d.task_id for d in s.decide() if isinstance(d, StartTask)] == ["c"]
+    s.send(TaskWorkDone("c"))
     s.send(TaskSucceeded("c"))
+    assert [d.task_id for d in s.decide() if isinstance(d, StartTask)] == ["d"]
+    s.send(TaskWorkDone("d"))  # no dependent: its slot goes on at once
+    assert [d.task_id for d in s.decide() if isinstance(d, StartTask)] == ["low"]
+    s.send(TaskSucceeded("d"))
+    s.send(TaskSucceeded("low"))
     assert [d for d in s.decide() if isinstance(d, RunFinished)] == [RunFinished("succeeded")]
+    assert s.running_count == 0
+
+
+@PROPS
+@given(cases(failures=False), st.data())
+def test_commits_that_take_time_keep_limits_and_hand_slots_to_dependents_by_priority(
+        case: Case, data: st.DataObject) -> None:
+    """Durable-run protocol: each success is TaskWorkDone, then TaskSucceeded once its commit
+    lands (in any order with other events). The pool and run limits hold, a slot held for a
+    dependent is given back exactly once (every run ends, nothing counts as running), and no
+    task starts ahead of a READY one of higher priority in its pool."""
+    plan = case.plan
+    s = Scheduler(plan, max_workers=case.max_workers, rng=random.Random(3))
+    limit = {name: (p.max_concurrent or 10**9) for name, p in plan.all_pools().items()}
+    running: list[str] = []
+    committing: list[str] = []
+    finished = False
+    for _ in range(10 * len(plan.tasks) + 5):
+        decisions = s.decide()
+        ready = {t for t, st_ in s.state.items() if st_ is TaskState.READY}
+        for d in decisions:
+            if isinstance(d, StartTask):
+                pool = plan.task(d.task_id).pool
+                for other in ready - {d.task_id}:
+                    if plan.task(other).pool == pool:
+                        assert plan.task(other).priority <= plan.task(d.task_id).priority
+                running.append(d.task_id)
+            elif isinstance(d, RunFinished):
+                assert d.status == "succeeded"
+                finished = True
+        assert s.running_count <= (case.max_workers or 10**9)
+        busy: dict[str, int] = {}
+        for t in running:
+            busy[plan.task(t).pool] = busy.get(plan.task(t).pool, 0) + 1
+        assert all(n <= limit[p] for p, n in busy.items())
+        if finished:
+            break
+        choices = [("done", t) for t in running] + [("commit", t) for t in committing]
+        if not choices:
+            continue
+        what, tid = data.draw(st.sampled_from(choices))
+        if what == "done":
+            running.remove(tid)
+            committing.append(tid)
+            s.send(TaskWorkDone(tid))
+        else:
+            committing.remove(tid)
+            s.send(TaskSucceeded(tid))
+    assert finished and not running and not committing
+    assert s.running_count == 0
 
 
 def test_resumed_attempts_count_against_retries_unless_free() -> None:

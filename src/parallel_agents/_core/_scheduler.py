@@ -61,8 +61,11 @@ class TaskSucceeded:
 class TaskWorkDone:
     """A running task's work succeeded and its output is being committed (durable runs).
 
-    Frees its slot at once, as a retry wait does; its dependents still wait for
-    `TaskSucceeded`, sent once the commit has landed (or `TaskFailed` if it could not).
+    Frees its slot at once, as a retry wait does, unless one of its dependents would want
+    that slot: then it holds the slot until `TaskSucceeded` (sent once the commit has landed,
+    or `TaskFailed` if it could not), so the dependent competes for it by priority rather
+    than find it taken by whatever was ready meanwhile. Its dependents wait for the commit
+    either way.
     """
 
     task_id: str
@@ -233,6 +236,8 @@ class Scheduler:
         self.start_capped = False
         self._heaps: dict[str, list[tuple]] = {}
         self._pool_free: dict[str, float] = {}
+        #: committing tasks that keep their slot until their commit lands (see TaskWorkDone)
+        self._holding: set[str] = set()
         self._running = 0
         self._terminal = 0
         self._cancel_reason: str | None = None
@@ -372,8 +377,7 @@ class Scheduler:
         if isinstance(event, TaskSucceeded):
             self._on_succeeded(event.task_id)
         elif isinstance(event, TaskWorkDone):
-            self._set(event.task_id, TaskState.COMMITTING, "TaskWorkDone")
-            self._release_slot(event.task_id)
+            self._on_work_done(event.task_id)
         elif isinstance(event, TaskFailed):
             self._on_failed(event)
         elif isinstance(event, RetryDue):
@@ -505,10 +509,29 @@ class Scheduler:
         self._running -= 1
         self._pool_free[self._info[task_id].pool] += 1
 
+    def _on_work_done(self, task_id: str) -> None:
+        self._set(task_id, TaskState.COMMITTING, "TaskWorkDone")
+        info = self._info[task_id]
+        # A dependent in the same pool, or any under a run-wide limit, would want this slot.
+        if info.dependents and (self.max_workers != math.inf or any(
+                self._info[d].pool == info.pool for d in info.dependents)):
+            self._holding.add(task_id)
+        else:
+            self._release_slot(task_id)
+
+    def _holds_slot(self, task_id: str) -> bool:
+        """Whether the task's slot is still taken (running, or committing while it holds)."""
+        if self.state[task_id] is not TaskState.COMMITTING:
+            return True
+        if self._holding and task_id in self._holding:
+            self._holding.discard(task_id)
+            return True
+        return False
+
     def _on_succeeded(self, task_id: str) -> None:
-        committing = self.state[task_id] is TaskState.COMMITTING  # its slot is free already
+        holds = self._holds_slot(task_id)
         self._set(task_id, TaskState.SUCCEEDED, "TaskSucceeded")
-        if not committing:
+        if holds:
             self._release_slot(task_id)
         for dep in self._info[task_id].dependents:
             info = self._info[dep]
@@ -521,7 +544,7 @@ class Scheduler:
         task_id = event.task_id
         info = self._info[task_id]
         attempt = self.attempts.get(task_id, 0)
-        if self.state[task_id] is not TaskState.COMMITTING:
+        if self._holds_slot(task_id):
             self._release_slot(task_id)
         counted = attempt - self._free.get(task_id, 0) if self._free else attempt
         if event.retryable and counted <= info.max_retries and not self._stopping:
