@@ -486,3 +486,34 @@ def test_resume_with_rollback_undoes_what_the_interrupted_attempt_wrote(tmp_path
     assert record["rollback"]["restored"] == ["a.txt"]
     assert not junk.exists()
     assert (tmp_path / "runs" / run_id / "a.txt").read_text() == "good\n"
+
+
+def test_a_resumed_runs_makespan_is_not_shorter_than_its_critical_path(tmp_path: Path):
+    """The downtime left out of a resumed run's makespan starts when the dead runner was last
+    seen: its last heartbeat (every 2 s) or anything it recorded later, whichever is later.
+    From the heartbeat alone, work done after it counted as downtime, and the makespan came
+    out shorter than the critical path."""
+    second = ("import os, time\n"
+              "time.sleep(30 if os.environ['PARALLEL_AGENTS_ATTEMPT'] == '1' else 0.2)\n")
+    plan = {"name": "metrics", "tasks": [
+        {"id": "a", "command": ["python", "-c", "import time; time.sleep(1.2)"]},
+        {"id": "b", "command": ["python", "-c", second], "depends_on": ["a"],
+         "max_retries": 1, "retry_backoff_sec": 0}]}
+    (tmp_path / "plan.yaml").write_text(yaml.safe_dump(plan))
+    db = tmp_path / "runs.db"
+    env = {**os.environ, "PARALLEL_AGENTS_STORE": str(db)}
+    proc = cli("run", "plan.yaml", "-q", cwd=tmp_path, env=env)
+    run_id = wait_for_run(db, proc)
+    deadline = time.monotonic() + 60
+    while not store_rows(db, "SELECT 1 FROM attempts WHERE run_id = ? AND task_id = 'b'",
+                         (run_id,)):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    kill(proc)  # about 1.3 s in: its last heartbeat was at its start
+    time.sleep(1)
+    res = subprocess.run([sys.executable, "-m", "parallel_agents", "resume", run_id, "--json",
+                          "-q"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert res.returncode == 0, res.stderr
+    record = json.loads(res.stdout)
+    assert record["makespan_seconds"] >= record["critical_path_seconds"] >= 1.2, record

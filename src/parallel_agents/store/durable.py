@@ -138,6 +138,7 @@ class DurableRun:
         # On resume, the attempts that ended before it (see `restore`), for the activity log.
         self._history: dict[str, list[AttemptRecord]] = {}
         self._events: list[dict[str, Any]] | None = None  # the stored ones, read once
+        self._died: float | None = None  # on resume: when the crashed runner was last alive
         # On resume with rollback_on_failure: what undoing the interrupted attempts removed
         # and restored (part of the run's `rollback` report).
         self._undone: dict[str, Any] | None = None
@@ -225,7 +226,11 @@ class DurableRun:
         assert saved is not None
         # An attempt the crash cut off ended when its process was last seen alive, not now:
         # the time the run lay dead is not work (it would skew durations and the speedup).
-        died = min(now, saved.last_alive) if saved.last_alive is not None else now
+        # Seen alive: its last heartbeat (every 2 s), or anything it recorded after that.
+        died = now
+        if saved.last_alive is not None:
+            died = min(now, max(saved.last_alive, self._last_activity()))
+        self._died = died if saved.last_alive is not None else None
         for tid, attempts in saved.attempts.items():
             if tid not in results:
                 continue
@@ -298,6 +303,19 @@ class DurableRun:
                 if e.get("kind") == "task_succeeded"}
         return [tid for tid in saved.outputs if tid not in have]
 
+    def _last_activity(self) -> float:
+        """The time of the last thing the run recorded: an event, an attempt's start or end."""
+        saved = self.resumed
+        assert saved is not None
+        latest = 0.0
+        for attempts in saved.attempts.values():
+            for a in attempts:
+                latest = max(latest, a.started_at, a.finished_at or 0.0)
+        events = self._stored_events()
+        if events:
+            latest = max(latest, max(float(e.get("time") or 0.0) for e in events[-1000:]))
+        return latest
+
     def idle_periods(self, now: float) -> tuple[list[tuple[float, float]], list[float] | None]:
         """On resume: the periods the run was not running, earlier resumes' (from their
         `run_started` events' `idle`) and this one's gap, from when the run was last alive
@@ -310,7 +328,7 @@ class DurableRun:
             gap = (e.get("data") or {}).get("idle") if e.get("kind") == "run_started" else None
             if isinstance(gap, list) and len(gap) == 2:
                 periods.append((float(gap[0]), float(gap[1])))
-        since = saved.last_alive if saved.last_alive is not None else saved.finished_at
+        since = self._died if self._died is not None else saved.finished_at
         if since is None or since >= now:
             return periods, None
         periods.append((since, now))
