@@ -319,8 +319,8 @@ class DurableRun:
     def idle_periods(self, now: float) -> tuple[list[tuple[float, float]], list[float] | None]:
         """On resume: the periods the run was not running, earlier resumes' (from their
         `run_started` events' `idle`) and this one's gap, from when the run was last alive
-        (its crashed runner's last heartbeat) or ended (a finished or cancelled run) until
-        `now`. Returns (all of them, this gap as [since, until] or None)."""
+        (see `restore`) or ended (a finished or cancelled run) until `now`. Returns (all of
+        them, this gap as [since, until] or None)."""
         saved = self.resumed
         assert saved is not None
         periods = []
