@@ -184,7 +184,8 @@ def report_command(
                         ".parallel_agents/runs.db).")] = None,
 ) -> None:
     """Report on a run: timeline of attempts per pool, utilization, cost, what-if workers."""
-    from .report import build_report, load_run_record, register_run_loader, render_html, render_png
+    from .report import (build_report, load_run_record, register_run_loader, render_html,
+                         render_png, signed_seconds)
     from .store import store_run_loader
 
     if not Path(ref).is_file():
@@ -219,7 +220,8 @@ def report_command(
         ifs.add_column("predicted makespan", justify="right")
         ifs.add_column("vs replay", justify="right")
         for w in data.what_ifs:
-            ifs.add_row(w.label, f"{w.makespan:.2f}s", f"{w.makespan - data.replay_makespan:+.2f}s")
+            ifs.add_row(w.label, f"{w.makespan:.2f}s",
+                        signed_seconds(w.makespan - data.replay_makespan))
         out.print(ifs)
         if data.cost_by_agent:
             out.print(Text("cost per agent: " + ", ".join(
