@@ -165,10 +165,16 @@ def _print_preview(out: Console, plan: Plan, data: dict[str, Any]) -> None:
     table.add_row("critical path", f"{data['critical_path_seconds']:.2f}s: "
                   + " -> ".join(data["critical_path"]))
     cost = data["predicted_cost_usd"]
-    table.add_row("predicted cost", f"${cost:.4f}" if cost is not None
-                  else f"n/a ({data['cost_note']})")
+    # A long note (what the figure means, what has no price) goes under the table rather
+    # than being squeezed into its right-aligned value column.
+    note = data["cost_note"]
+    footnote = len(note) > 40
+    value = f"${cost:.4f}" if cost is not None else "n/a"
+    table.add_row("predicted cost", f"{value} *" if footnote else f"{value} ({note})")
     out.print()
     out.print(table)
+    if footnote:
+        out.print(Text(f"* predicted cost: {note}"))
 
 
 # -- report ---------------------------------------------------------------------------------
