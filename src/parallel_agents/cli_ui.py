@@ -165,10 +165,16 @@ def _print_preview(out: Console, plan: Plan, data: dict[str, Any]) -> None:
     table.add_row("critical path", f"{data['critical_path_seconds']:.2f}s: "
                   + " -> ".join(data["critical_path"]))
     cost = data["predicted_cost_usd"]
-    table.add_row("predicted cost", f"${cost:.4f}" if cost is not None
-                  else f"n/a ({data['cost_note']})")
+    # A long note (what the figure means, what has no price) goes under the table rather
+    # than being squeezed into its right-aligned value column.
+    note = data["cost_note"]
+    footnote = len(note) > 40
+    value = f"${cost:.4f}" if cost is not None else "n/a"
+    table.add_row("predicted cost", f"{value} *" if footnote else f"{value} ({note})")
     out.print()
     out.print(table)
+    if footnote:
+        out.print(Text(f"* predicted cost: {note}"))
 
 
 # -- report ---------------------------------------------------------------------------------
@@ -184,7 +190,8 @@ def report_command(
                         ".parallel_agents/runs.db).")] = None,
 ) -> None:
     """Report on a run: timeline of attempts per pool, utilization, cost, what-if workers."""
-    from .report import build_report, load_run_record, register_run_loader, render_html, render_png
+    from .report import (build_report, load_run_record, register_run_loader, render_html,
+                         render_png, signed_seconds)
     from .store import store_run_loader
 
     if not Path(ref).is_file():
@@ -219,7 +226,8 @@ def report_command(
         ifs.add_column("predicted makespan", justify="right")
         ifs.add_column("vs replay", justify="right")
         for w in data.what_ifs:
-            ifs.add_row(w.label, f"{w.makespan:.2f}s", f"{w.makespan - data.replay_makespan:+.2f}s")
+            ifs.add_row(w.label, f"{w.makespan:.2f}s",
+                        signed_seconds(w.makespan - data.replay_makespan))
         out.print(ifs)
         if data.cost_by_agent:
             out.print(Text("cost per agent: " + ", ".join(

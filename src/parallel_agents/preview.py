@@ -6,19 +6,14 @@ The prediction is the real scheduler driven by `simulate` with each task's
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from .metrics import critical_path
-from .plan import Plan, Task
+from .plan import Plan
 from .progress import plan_phases
 from .simulate import simulate
 
-__all__ = ["preview_plan", "dependency_levels", "COST_ESTIMATOR"]
-
-#: Predicted USD for one task, or None when it cannot be priced. Set by the pricing module
-#: (LLM tasks); left None, previews say that cost cannot be predicted.
-COST_ESTIMATOR: Callable[[Task], float | None] | None = None
+__all__ = ["preview_plan", "dependency_levels", "predicted_cost"]
 
 
 def dependency_levels(plan: Plan) -> list[list[str]]:
@@ -36,21 +31,48 @@ def dependency_levels(plan: Plan) -> list[list[str]]:
     return out
 
 
-def _predicted_cost(plan: Plan) -> tuple[float | None, str]:
-    llm_tasks = [t for t in plan.tasks if getattr(t, "model", None)]
+def predicted_cost(plan: Plan) -> tuple[float | None, str]:
+    """(USD, what the figure means) for a plan's LLM tasks, before anything runs.
+
+    The figure is the budget gate's own: for each LLM task, the worst case of its first call
+    (the prompt with its dependencies' outputs at their full allowance, every output token
+    used, priced from the plan's `prices:` and the built-in table). A task that uses tools
+    calls again, with a longer conversation each time, so the whole run can cost more; no
+    honest upper bound exists for that (tool results have no fixed size), and the note says
+    so. None when no LLM task has a known price.
+    """
+    llm_tasks = [t for t in plan.tasks if t.kind == "llm"]
     if not llm_tasks:
         return None, "no LLM tasks: nothing to price"
-    if COST_ESTIMATOR is None:
-        return None, "pricing is not available in this installation"
+    from .agents.llm import start_cost  # (lazy: the LLM agent is a heavier import)
+    from .pricing import PriceTable
+    from .roles import llm_settings
+
+    prices = PriceTable(plan.prices)
     total = 0.0
-    unpriced = []
+    priced = 0
+    calls = 0
+    unpriced: dict[str, list[str]] = {}  # model -> its tasks
     for t in llm_tasks:
-        cost = COST_ESTIMATOR(t)
+        settings = llm_settings(t, plan)
+        cost = start_cost(t, plan, prices)
         if cost is None:
-            unpriced.append(t.id)
-        else:
-            total += cost
-    note = f"not priced: {', '.join(unpriced[:5])}" if unpriced else ""
+            unpriced.setdefault(settings.model, []).append(t.id)
+            continue
+        total += cost
+        priced += 1
+        calls += settings.max_iterations
+    missing = "; ".join(
+        f"no price known for {model!r} (task{'s' if len(ids) > 1 else ''} "
+        f"{', '.join(ids[:5])}{' …' if len(ids) > 5 else ''})" for model, ids in unpriced.items())
+    fix = "add prices under `prices:` in the plan"
+    if not priced:
+        return None, f"{missing}: {fix}"
+    note = (f"worst case of each LLM task's first call (dependency outputs at full length, "
+            f"every output token used); tasks that use tools call again, up to {calls} calls "
+            f"in all, and can cost more")
+    if unpriced:
+        note += f"; not included: {missing} ({fix})"
     return total, note
 
 
@@ -62,7 +84,7 @@ def preview_plan(plan: Plan, *, strategy: str | None = None,
     estimates = {t.id: t.estimated_seconds for t in plan.tasks}
     cp_seconds, cp = critical_path(plan, estimates)
     serial = sum(estimates.values())
-    cost, cost_note = _predicted_cost(plan)
+    cost, cost_note = predicted_cost(plan)
     label, phases = plan_phases(plan, effective)
     return {
         "name": plan.name,

@@ -15,17 +15,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._exceptions import PlanError, UsageError
-from .plan import Plan, Task
+from .plan import Plan
 from .progress import summary_rows
+from .record_schema import RunRecord, check_run_record
 from .simulate import simulate
 
-__all__ = ["load_run_record", "register_run_loader", "ReportData", "build_report",
-           "render_html", "render_png", "what_if"]
+if TYPE_CHECKING:
+    from .results import RunResult
 
-RunRecord = tuple[dict[str, Any], dict[str, Any]]
+__all__ = ["load_run_record", "register_run_loader", "run_record", "ReportData", "build_report",
+           "render_html", "render_png", "what_if", "signed_seconds"]
+
 _LOADERS: list[Callable[[str], RunRecord | None]] = []
 
 OUTCOME_COLOURS = {"succeeded": "#3a9d5d", "failed": "#d64545", "timeout": "#e08a1e",
@@ -41,6 +44,16 @@ def register_run_loader(loader: Callable[[str], RunRecord | None]) -> None:
     _LOADERS.append(loader)
 
 
+def run_record(result: RunResult, plan: Plan, *, max_workers: int | None = None
+               ) -> dict[str, Any]:
+    """The complete run record `report` reads: `result.to_dict()` plus the plan and the global
+    worker limit, which a result alone does not carry (what `run --json` prints)."""
+    record = result.to_dict()
+    record["max_workers"] = max_workers
+    record["plan"] = plan.describe()
+    return record
+
+
 def load_run_record(ref: str) -> RunRecord:
     """(run_dict, plan_dict) for a run id or a JSON file written by `run --json`."""
     path = Path(ref)
@@ -53,26 +66,13 @@ def load_run_record(ref: str) -> RunRecord:
             raise UsageError(f"{ref} is not a run record: invalid JSON at line {exc.lineno} "
                              f"column {exc.colno} ({exc.msg}); give the file `run --json` "
                              f"wrote") from None
-        return _check_record(data, ref)
+        return check_run_record(data, ref)
     for loader in _LOADERS:
         found = loader(ref)
         if found is not None:
-            return _check_record({**found[0], "plan": found[1]}, ref)
+            return check_run_record({**found[0], "plan": found[1]}, ref)
     raise UsageError(f"no run file or known run {ref!r}: give the JSON file written by "
                      f"`parallel-agents run PLAN --json > run.json`, or a run id from the store")
-
-
-def _check_record(data: Any, ref: str) -> RunRecord:
-    if not isinstance(data, dict) or not isinstance(data.get("tasks"), dict) \
-            or "makespan_seconds" not in data:
-        raise UsageError(f"{ref} is not a run record (no `tasks` / `makespan_seconds`): give the "
-                         f"JSON file written by `parallel-agents run PLAN --json`")
-    plan = data.get("plan")
-    if not isinstance(plan, dict):
-        raise UsageError(f"{ref} has no `plan`: it was written by an older version; re-run the "
-                         f"plan with `run --json` to get a record the report can read")
-    run = {k: v for k, v in data.items() if k != "plan"}
-    return run, plan
 
 
 # -- the report's figures (pure) ------------------------------------------------------------
@@ -118,15 +118,26 @@ class ReportData:
     what_ifs: list[WhatIf] = field(default_factory=list)
 
 
+#: The task fields that shape a schedule; the rest (what runs: command, agent, prompt, model,
+#: ...) is left out of the simulated plan, whose tasks all get a placeholder command instead.
+_SCHEDULE_FIELDS = ("id", "pool", "priority", "depends_on", "timeout_sec", "max_retries",
+                    "retry_backoff_sec", "estimated_seconds", "stage")
+
+
 def _sim_plan(plan_dict: dict[str, Any], pools: dict[str, Any] | None = None) -> Plan:
-    """A Plan rebuilt from its JSON form for simulation only: tasks that had a Python callable
-    (not serialisable) get a placeholder command that is never run."""
-    known = set(Task.model_fields) - {"run"}
-    tasks = []
-    for raw in plan_dict.get("tasks") or []:
-        t = {k: v for k, v in raw.items() if k in known}
-        t.setdefault("command", ["(simulated)"])
-        tasks.append(t)
+    """A Plan rebuilt from its JSON form for simulation only.
+
+    Only scheduling fields are kept and every task gets a placeholder command that is never
+    run: a callable (`run`) is not serialisable, and an LLM task (`agent`/`prompt`) would need
+    its roles, providers and prices, none of which matter to a replay.
+    """
+    tasks: Any = plan_dict.get("tasks") or []
+    if isinstance(tasks, list):
+        # (a `tasks` that is no list, or a task that is no mapping, goes to from_dict as it
+        # is: its message says where the plan is wrong)
+        tasks = [{**{k: v for k, v in raw.items() if k in _SCHEDULE_FIELDS},
+                  "command": ["(simulated)"]} if isinstance(raw, dict) else raw
+                 for raw in tasks]
     data = {k: v for k, v in plan_dict.items() if k in ("name", "max_workers", "strategy",
                                                          "stages")}
     data["pools"] = pools if pools is not None else plan_dict.get("pools") or {}
@@ -134,7 +145,8 @@ def _sim_plan(plan_dict: dict[str, Any], pools: dict[str, Any] | None = None) ->
     try:
         return Plan.from_dict(data, allow_empty=True)  # a record of a run of nothing
     except PlanError as exc:
-        raise UsageError(f"the run record's plan is invalid: {exc}") from None
+        raise UsageError(f"the run record's plan is invalid ({exc}); if the record was edited, "
+                         f"write it again with `parallel-agents run PLAN --json`") from None
 
 
 def _busy(attempt: dict[str, Any]) -> float:
@@ -260,6 +272,40 @@ def _agent_name(raw_task: dict[str, Any]) -> str:
     return "command" if raw_task.get("command") else "function"
 
 
+def signed_seconds(delta: float) -> str:
+    """A what-if's change against the replay, e.g. "+1.20s", "-0.35s"; a change that rounds
+    to nothing is "0.00s", never "-0.00s" (which reads as a tiny gain that is not there)."""
+    text = f"{delta:+.2f}s"
+    return "0.00s" if text in ("+0.00s", "-0.00s") else text
+
+
+#: Timeline lanes drawn in the HTML report (22 px each); the task table still lists every task.
+HTML_LANES = 200
+#: Timeline lanes drawn in the PNG (~32 px each at 100 dpi: at most ~2,400 px tall in all).
+PNG_LANES = 60
+
+
+def shown_lanes(r: ReportData, limit: int) -> tuple[list[tuple[str, str]], int]:
+    """The timeline lanes to draw, in display order, and how many are left out.
+
+    One lane per task makes a 2,000-task run an image tens of thousands of pixels tall, so
+    at most `limit` are drawn: the critical path's tasks (what set the makespan), then the
+    earliest started of the rest.
+    """
+    if len(r.lanes) <= limit:
+        return list(r.lanes), 0
+    critical = set(r.run.get("critical_path") or [])
+    tasks = r.run["tasks"]
+
+    def rank(i: int) -> tuple[bool, float, int]:
+        tid = r.lanes[i][1]
+        started = tasks[tid].get("started_at")
+        return tid not in critical, math.inf if started is None else started, i
+
+    keep = sorted(sorted(range(len(r.lanes)), key=rank)[:limit])
+    return [r.lanes[i] for i in keep], len(r.lanes) - limit
+
+
 # -- HTML -----------------------------------------------------------------------------------
 def _esc(value: Any) -> str:
     return html.escape(str(value), quote=True)
@@ -267,15 +313,16 @@ def _esc(value: Any) -> str:
 
 def _gantt_svg(r: ReportData) -> str:
     makespan = max([float(r.run["makespan_seconds"])] + [b.end for b in r.bars] + [1e-9])
+    lanes, hidden = shown_lanes(r, HTML_LANES)
     label_w, width, row_h, top = 220, 900, 22, 24
     plot_w = width - label_w - 20
-    height = top + row_h * len(r.lanes) + 30
+    height = top + row_h * len(lanes) + 30 + (row_h if hidden else 0)
     x = lambda s: label_w + plot_w * s / makespan  # noqa: E731 - a local scale, read inline
-    lane_y = {tid: top + i * row_h for i, (_, tid) in enumerate(r.lanes)}
+    lane_y = {tid: top + i * row_h for i, (_, tid) in enumerate(lanes)}
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
              f'role="img" aria-label="timeline of attempts per pool">']
     prev_pool = None
-    for i, (pool, tid) in enumerate(r.lanes):
+    for pool, tid in lanes:
         y = lane_y[tid]
         if pool != prev_pool:
             parts.append(f'<line x1="0" x2="{width}" y1="{y}" y2="{y}" stroke="#ccc"/>')
@@ -288,6 +335,8 @@ def _gantt_svg(r: ReportData) -> str:
             parts.append(f'<text x="{label_w + 4}" y="{y + 15}" font-size="11" fill="#777" '
                          f'font-style="italic">{_esc(status)}, never started</text>')
     for b in r.bars:
+        if b.task not in lane_y:
+            continue
         y = lane_y[b.task] + 3
         w = max(1.0, x(b.end) - x(b.start))
         stroke = (f' stroke="{CRITICAL_COLOUR}" stroke-width="3"' if b.critical
@@ -303,10 +352,14 @@ def _gantt_svg(r: ReportData) -> str:
                                                                  if b.attempt > 1 else "")
             parts.append(f'<text x="{x(b.start) + 3:.1f}" y="{y + 12}" font-size="10" '
                          f'fill="#fff">{_esc(mark)}</text>')
-    axis_y = top + row_h * len(r.lanes) + 14
+    axis_y = top + row_h * len(lanes) + 14
     for s in _ticks(makespan):
         parts.append(f'<text x="{x(s):.1f}" y="{axis_y}" font-size="10" text-anchor="middle">'
                      f'{round(s, 6):g}s</text>')
+    if hidden:
+        parts.append(f'<text class="more" x="4" y="{axis_y + row_h}" font-size="12" '
+                     f'font-style="italic">… {hidden} more tasks not drawn (shown: the critical '
+                     f'path and the earliest started; the task table lists all)</text>')
     parts.append("</svg>")
     return "".join(parts)
 
@@ -316,7 +369,7 @@ def _ticks(end: float, target: int = 6) -> list[float]:
     if end <= 0:
         return [0.0]
     raw = end / target
-    power = 10 ** math.floor(math.log10(raw))
+    power = 10.0 ** math.floor(math.log10(raw))  # (a float: 10 ** 308 as an int overflows)
     step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
     return [i * step for i in range(int(end / step + 1e-9) + 1)]
 
@@ -398,10 +451,10 @@ def render_html(r: ReportData) -> str:
     ifs = ""
     measured = float(run["makespan_seconds"])
     for w in r.what_ifs:
-        delta = w.makespan - r.replay_makespan
-        cls = "better" if delta < -1e-9 else "worse" if delta > 1e-9 else ""
+        change = signed_seconds(w.makespan - r.replay_makespan)
+        cls = {"-": "better", "+": "worse"}.get(change[0], "")
         ifs += (f"<tr><td>{_esc(w.label)}</td><td class=num>{w.makespan:.2f}s</td>"
-                f"<td class='num {cls}'>{delta:+.2f}s</td></tr>")
+                f"<td class='num {cls}'>{change}</td></tr>")
     costs = _bars_svg(r.cost_by_agent, "$", lambda v: f"${v:.4f}") if r.cost_by_agent else \
         "<p>No cost recorded: no task reported priced usage.</p>"
     return f"""<!doctype html>
@@ -438,12 +491,15 @@ def render_png(r: ReportData, path: str | Path) -> None:
     from matplotlib.patches import Patch
     from matplotlib.ticker import MaxNLocator
 
-    n = max(1, len(r.lanes))
+    lanes, hidden = shown_lanes(r, PNG_LANES)
+    n = max(1, len(lanes))
     fig = plt.figure(figsize=(11, 2.6 + 0.32 * n + 2.2))
     grid = fig.add_gridspec(2, 2, height_ratios=[0.6 + 0.32 * n, 2.0], width_ratios=[3, 1.3])
     ax = fig.add_subplot(grid[0, :])
-    y_of = {tid: i for i, (_, tid) in enumerate(r.lanes)}
+    y_of = {tid: i for i, (_, tid) in enumerate(lanes)}
     for b in r.bars:
+        if b.task not in y_of:
+            continue
         edge = CRITICAL_COLOUR if b.critical and b.outcome == "succeeded" else "black"
         ax.barh(y_of[b.task], b.end - b.start, left=b.start, height=0.6,
                 color=OUTCOME_COLOURS.get(b.outcome, "#999"), edgecolor=edge,
@@ -453,12 +509,18 @@ def render_png(r: ReportData, path: str | Path) -> None:
             ax.text(b.start, y_of[b.task], (" ✗" if b.outcome != "succeeded" else " ")
                     + (f"#{b.attempt}" if b.attempt > 1 else ""), va="center", fontsize=8,
                     color="white")
-    ax.set_yticks(range(len(r.lanes)), [f"{p} / {t}" for p, t in r.lanes], fontsize=8)
-    for label, (_, tid) in zip(ax.get_yticklabels(), r.lanes):
+    ax.set_yticks(range(len(lanes)), [f"{p} / {t}" for p, t in lanes], fontsize=8)
+    for label, (_, tid) in zip(ax.get_yticklabels(), lanes):
         if tid in (r.run.get("critical_path") or []):
             label.set_fontweight("bold")
     ax.invert_yaxis()
     ax.set_xlabel("seconds since run start")
+    if hidden:
+        # The whole run's time axis, so the lanes drawn show where they fall in it.
+        ax.set_xlim(0, max([float(r.run["makespan_seconds"])] + [b.end for b in r.bars]
+                           + [1e-9]))
+        ax.set_xlabel(f"seconds since run start   (… {hidden} more tasks not drawn: shown are "
+                      f"the critical path and the earliest started)")
     ax.set_title(f"run {r.run['run_id']}: {r.run['status']}, makespan "
                  f"{float(r.run['makespan_seconds']):.2f}s", loc="left", fontsize=10)
     handles = [Patch(color=c, label=o) for o, c in OUTCOME_COLOURS.items()

@@ -68,3 +68,41 @@ def test_text_preview_of_a_big_plan_stays_short(tmp_path) -> None:
     assert "… and 60 more attempts" in proc.stdout
     assert "20.00s" in proc.stdout  # 100 tasks x 2 s over 10 slots
     assert len(proc.stdout.splitlines()) < 120
+
+
+LLM_PLAN = """
+name: priced
+prices:
+  # $1 per output token and free input: a task's worst first call costs max_tokens dollars
+  openai:gpt-4o-mini: {input_per_mtok: 0, output_per_mtok: 1000000}
+tasks:
+  - {id: one, agent: backend, prompt: "Write a haiku", model: "openai:gpt-4o-mini",
+     max_tokens: 100, max_iterations: 3}
+  - {id: two, prompt: "Write another", model: "openai:gpt-4o-mini", max_tokens: 50,
+     max_iterations: 2, depends_on: [one]}
+"""
+
+
+def test_plan_predicts_the_worst_case_cost_of_llm_tasks(tmp_path) -> None:
+    plan = tmp_path / "llm.yaml"
+    plan.write_text(LLM_PLAN)
+    proc = run_cli("plan", str(plan), "--json")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["predicted_cost_usd"] == 150.0  # 100 + 50 output tokens at $1
+    assert "worst case of each LLM task's first call" in data["cost_note"]
+    assert "up to 5 calls in all" in data["cost_note"]
+    proc = run_cli("plan", str(plan))
+    assert proc.returncode == 0, proc.stderr
+    assert "$150.0000 *" in proc.stdout and "* predicted cost: worst case" in proc.stdout
+
+    # A model with no known price is named, with how to add one; priced tasks still count.
+    plan.write_text(LLM_PLAN + '  - {id: three, prompt: "x", model: "openai:mystery"}\n')
+    data = json.loads(run_cli("plan", str(plan), "--json").stdout)
+    assert data["predicted_cost_usd"] == 150.0
+    assert "no price known for 'openai:mystery' (task three)" in data["cost_note"]
+    assert "`prices:`" in data["cost_note"]
+    plan.write_text('tasks:\n  - {id: three, prompt: "x", model: "openai:mystery"}\n')
+    proc = run_cli("plan", str(plan))
+    assert proc.returncode == 0, proc.stderr
+    assert "n/a *" in proc.stdout and "no price known for 'openai:mystery'" in proc.stdout
