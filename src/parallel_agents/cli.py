@@ -235,11 +235,10 @@ def _finish(result: RunResult, *, as_json: bool, quiet: bool, plan: Plan | None 
             max_workers: int | None = None) -> None:
     """Print the --json summary and/or the table, and exit with the run's code."""
     if as_json:
-        record = result.to_dict()
+        from .report import run_record
+
         # The plan and the limit make the record self-sufficient for `report` and what-ifs.
-        record["max_workers"] = max_workers
-        if plan is not None:
-            record["plan"] = plan.describe()
+        record = run_record(result, plan, max_workers=max_workers)
         sys.stdout.write(json.dumps(record, default=_json_default) + "\n")
         sys.stdout.flush()
     if not quiet:

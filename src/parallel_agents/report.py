@@ -44,13 +44,15 @@ def register_run_loader(loader: Callable[[str], RunRecord | None]) -> None:
     _LOADERS.append(loader)
 
 
-def run_record(result: RunResult, plan: Plan, *, max_workers: int | None = None
+def run_record(result: RunResult, plan: Plan | None, *, max_workers: int | None = None
                ) -> dict[str, Any]:
     """The complete run record `report` reads: `result.to_dict()` plus the plan and the global
-    worker limit, which a result alone does not carry (what `run --json` prints)."""
+    worker limit, which a result alone does not carry (what `run --json` prints). Without a
+    plan (a resumed run of Python functions) the record has none."""
     record = result.to_dict()
     record["max_workers"] = max_workers
-    record["plan"] = plan.describe()
+    if plan is not None:
+        record["plan"] = plan.describe()
     return record
 
 
