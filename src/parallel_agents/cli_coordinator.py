@@ -3,7 +3,8 @@
 `run` calls `run_request` when its first argument is not an existing file and does not look
 like a plan file name. The planner is the model named by `$PARALLEL_AGENTS_MODEL` (default:
 the embedded local model) when the provider registry is installed;
-`PARALLEL_AGENTS_PLANNER=keywords` plans without a model (the keyword analysis).
+`PARALLEL_AGENTS_PLANNER=keywords` plans without a model (the keyword analysis); `model` (or
+unset) is the default, anything else is an error.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from rich.console import Console
 from rich.markdown import Markdown
 from rich.table import Table
 
-from ._exceptions import ParallelAgentsError
+from ._exceptions import ParallelAgentsError, UsageError
 from .coordinator import Coordinator, CoordinatorResult, Decomposition, to_plan
 from .plan import Plan
 from .providers.base import Provider, split_model
@@ -33,16 +34,40 @@ _FALLBACK_MODEL = "local:smollm2"
 
 
 def looks_like_request(argument: str) -> bool:
-    """Not an existing path, and not a (mistyped) plan file name: a request in words."""
+    """Not an existing path, and not a (mistyped) plan file name: a request in words.
+
+    An empty or blank argument is an (empty) request, so the coordinator can say so: as a
+    path, `""` means the current directory."""
+    stripped = argument.strip()
+    if not stripped:
+        return True
     if Path(argument).exists():
         return False
-    stripped = argument.strip()
     return not (stripped.lower().endswith(_PLAN_SUFFIXES) and " " not in stripped)
 
 
+#: `PARALLEL_AGENTS_PLANNER` values: what each selects.
+PLANNERS = {"model": "the default: plan with the model of PARALLEL_AGENTS_MODEL or the config",
+            "keywords": "the keyword analysis, no model call"}
+
+
+def planner_choice() -> str:
+    """`PARALLEL_AGENTS_PLANNER`, checked: "model" (also when unset) or "keywords"."""
+    raw = os.environ.get("PARALLEL_AGENTS_PLANNER", "")
+    choice = raw.strip().lower() or "model"
+    if choice not in PLANNERS:
+        valid = " or ".join(f"{name!r} ({what})" for name, what in PLANNERS.items())
+        raise UsageError(f"unknown PARALLEL_AGENTS_PLANNER={raw.strip()!r}: set it to "
+                         f"{valid}, or unset it")
+    return choice
+
+
 def _planner(providers: Mapping[str, Any] | None = None) -> tuple[Provider | None, str, str]:
-    """(provider, model name for requests, how it was chosen)."""
-    if os.environ.get("PARALLEL_AGENTS_PLANNER", "").strip().lower() == "keywords":
+    """(provider, model name for requests, how it was chosen).
+
+    Raises UsageError for an unknown `PARALLEL_AGENTS_PLANNER`: a typo must not silently
+    plan with a (possibly paid) model the user meant to avoid."""
+    if planner_choice() == "keywords":
         return None, "", "keyword analysis (PARALLEL_AGENTS_PLANNER=keywords)"
     try:
         from .roles import default_model
@@ -115,6 +140,9 @@ def run_request(
     from .cli import EXIT_USAGE
 
     try:
+        if not request.strip():  # before a planner is built or a store is written
+            raise UsageError("the request is empty: say what you want built or done")
+        planner_choice()  # a bad value is an error even when a template plans
         provider, planner_model, planner = ((None, "", "template") if template
                                             else _planner(providers))
         coordinator = Coordinator(provider, planner_model=planner_model, providers=providers,

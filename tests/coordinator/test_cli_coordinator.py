@@ -13,8 +13,8 @@ from parallel_agents.coordinator import TEMPLATES
 RESTAURANT = "Build a restaurant website with booking"
 
 
-def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PARALLEL_AGENTS_PLANNER": "keywords"}
+def cli(*args: str, cwd: Path, **env_vars: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PARALLEL_AGENTS_PLANNER": "keywords", **env_vars}
     return subprocess.run([sys.executable, "-m", "parallel_agents", "run", *args],
                           capture_output=True, text=True, cwd=cwd, env=env, timeout=120)
 
@@ -88,3 +88,24 @@ def test_a_request_run_is_stored_and_no_store_keeps_it_in_memory(tmp_path):
     p = cli("Write a haiku about the sea", "--no-store", "--quiet", cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     assert not (tmp_path / ".parallel_agents" / "runs.db").exists()
+
+
+def test_an_empty_request_says_so(tmp_path):
+    for request in ("", "   "):
+        p = cli(request, "--no-store", cwd=tmp_path)
+        assert p.returncode == 2, (request, p.stderr)
+        assert "the request is empty" in p.stderr and "directory" not in p.stderr
+        assert "Traceback" not in p.stderr
+    assert not (tmp_path / ".parallel_agents").exists()
+
+
+def test_an_unknown_planner_choice_is_an_error_naming_the_valid_ones(tmp_path):
+    for extra in ((), ("--template", "api")):
+        p = cli(RESTAURANT, "--show-plan", *extra, cwd=tmp_path,
+                PARALLEL_AGENTS_PLANNER="bogus")
+        assert p.returncode == 2, p.stderr
+        assert "unknown PARALLEL_AGENTS_PLANNER='bogus'" in p.stderr
+        assert "'model'" in p.stderr and "'keywords'" in p.stderr
+        assert "Traceback" not in p.stderr and not p.stdout
+    p = cli(RESTAURANT, "--show-plan", cwd=tmp_path, PARALLEL_AGENTS_PLANNER=" Keywords ")
+    assert p.returncode == 0, p.stderr
