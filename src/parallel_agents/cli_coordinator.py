@@ -83,18 +83,23 @@ def _planner(providers: Mapping[str, Any] | None = None) -> tuple[Provider | Non
     return provider, split_model(spec)[1], f"model {spec}"
 
 
-def _timeline(decomposition: Decomposition) -> tuple[Plan, Any]:
+def _timeline(decomposition: Decomposition, strategy: str | None,
+              max_workers: int | None) -> tuple[Plan, Any]:
+    """The predicted schedule under the run's strategy and worker limit."""
     plan = to_plan(decomposition.plan, run_task=lambda spec, ctx: None)
-    return plan, simulate(plan)
+    return plan, simulate(plan, strategy=strategy, max_workers=max_workers)  # type: ignore[arg-type]
 
 
 def _show_plan(decomposition: Decomposition, planner: str, as_json: bool,
-               out: Console) -> None:
-    plan, sim = _timeline(decomposition)
+               out: Console, strategy: str | None = None,
+               max_workers: int | None = None) -> None:
+    plan, sim = _timeline(decomposition, strategy, max_workers)
     spans = {a.task_id: (a.start, a.end) for a in sim.attempts}
     if as_json:
         data = decomposition.to_dict()
         data["planner"] = planner
+        data["max_workers"] = max_workers
+        data["schedule_strategy"] = strategy or "dependency"
         data["timeline"] = [{"task": t["id"], "start": spans[t["id"]][0],
                              "end": spans[t["id"]][1]} for t in decomposition.tasks]
         data["predicted_makespan_seconds"] = sim.makespan
@@ -122,7 +127,10 @@ def _show_plan(decomposition: Decomposition, planner: str, as_json: bool,
                       ", ".join(t["depends_on"]) or "-", f"{t['estimated_seconds']:g}s",
                       f"{start:g}s", f"{end:g}s", bar)
     out.print(table)
-    out.print(f"predicted: {sim.makespan:g}s with these pools instead of "
+    limits = "".join(f", {what}" for what in (
+        f"--max-workers {max_workers}" if max_workers is not None else "",
+        f"--strategy {strategy}" if strategy not in (None, "dependency") else "") if what)
+    out.print(f"predicted: {sim.makespan:g}s with these pools{limits} instead of "
               f"{sim.serial_seconds:g}s one after another", markup=False)
     if d.repairs:
         out.print(f"repairs ({len(d.repairs)}):", markup=False)
@@ -136,7 +144,10 @@ def run_request(
     executor_options: dict[str, Any] | None = None, workspace: str | None = None,
     providers: Mapping[str, Any] | None = None,
 ) -> int:
-    """Plan (and unless `show_plan`, run) a request. Returns the exit code."""
+    """Plan (and unless `show_plan`, run) a request. Returns the exit code.
+
+    `executor_options` may hold `strategy`: with `max_workers`, the limits the prediction,
+    the serial/parallel decision and the run all use."""
     from .cli import EXIT_USAGE
 
     try:
@@ -155,7 +166,8 @@ def run_request(
         decomposition = asyncio.run(coordinator.plan(request, template))
         if show_plan:
             _show_plan(decomposition, planner, as_json,
-                       Console(highlight=False, width=max(Console().width, 150)))
+                       Console(highlight=False, width=max(Console().width, 150)),
+                       coordinator.executor_options.get("strategy"), max_workers)
             return 0
         if not quiet:
             err.print(f"plan: {len(decomposition.tasks)} task(s), {decomposition.decision} "

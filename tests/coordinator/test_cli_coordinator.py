@@ -109,3 +109,22 @@ def test_an_unknown_planner_choice_is_an_error_naming_the_valid_ones(tmp_path):
         assert "Traceback" not in p.stderr and not p.stdout
     p = cli(RESTAURANT, "--show-plan", cwd=tmp_path, PARALLEL_AGENTS_PLANNER=" Keywords ")
     assert p.returncode == 0, p.stderr
+
+
+def test_show_plan_predicts_under_max_workers_and_strategy(tmp_path):
+    p = cli(RESTAURANT, "--show-plan", "--json", "--max-workers", "1", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    data = json.loads(p.stdout)
+    assert data["max_workers"] == 1
+    assert data["decision"] == "serial" and "max_workers 1" in data["reason"]
+    assert data["predicted_makespan_seconds"] == data["predicted_serial_seconds"] == 240
+    p = cli(RESTAURANT, "--show-plan", "--max-workers", "2", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert "up to 2 at once" in p.stdout and "--max-workers 2" in p.stdout
+    p = cli(RESTAURANT, "--show-plan", "--json", "--strategy", "sequential", cwd=tmp_path)
+    assert json.loads(p.stdout)["decision"] == "serial"
+    p = cli(RESTAURANT, "--show-plan", "--strategy", "pipeline", cwd=tmp_path)
+    assert p.returncode == 2 and "pipeline strategy needs a stage" in p.stderr
+    # The environment's limit counts like the option (as for a plan file).
+    p = cli(RESTAURANT, "--show-plan", "--json", cwd=tmp_path, PARALLEL_AGENTS_MAX_WORKERS="1")
+    assert json.loads(p.stdout)["max_workers"] == 1

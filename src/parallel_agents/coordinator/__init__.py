@@ -188,6 +188,9 @@ class CoordinatorResult:
     aggregation: Aggregation
     final_response: str
     workspace: Path
+    #: the run's limit on running tasks (None: only the pools' limits), as `--json` of a
+    #: plan run has it
+    max_workers: int | None = None
 
     @property
     def conflicts(self) -> list[Conflict]:
@@ -225,6 +228,7 @@ class CoordinatorResult:
                          "strategy": self.decomposition.strategy},
             "distribution": self.decomposition.distribution,
             "security_requirements": self.aggregation.security_requirements,
+            "max_workers": self.max_workers,
         })
         return out
 
@@ -293,10 +297,16 @@ class Coordinator:
         """
         decomposition = await decompose(request, self.provider, template=template,
                                         model=self.model, planner_model=self.planner_model,
-                                        pools=self.pools, force_parallel=force_parallel)
+                                        pools=self.pools, force_parallel=force_parallel,
+                                        **self._limits())
         for spec in decomposition.tasks:
             self._defaults(spec)
         return decomposition
+
+    def _limits(self) -> dict[str, Any]:
+        """The run's scheduling limits, as the plan's prediction and decision must use them."""
+        return {"strategy": self.executor_options.get("strategy"),
+                "max_workers": self.max_workers}
 
     def _defaults(self, spec: dict[str, Any]) -> None:
         for key, value in self.task_defaults.items():
@@ -364,7 +374,7 @@ class Coordinator:
         metadata = {COORDINATOR_METADATA: {"decomposition": decomposition.to_dict()}}
         result = await executor.execute(plan, run_id=run_id, metadata=metadata)
         return self._stored(executor, await self._finish(decomposition, result, workspace,
-                                                         snapshots))
+                                                         snapshots, executor.max_workers))
 
     async def resume(self, run_id: str, *, executor: Executor | None = None
                      ) -> CoordinatorResult:
@@ -403,8 +413,10 @@ class Coordinator:
                 rels = [rel for rel in (relative_in(workspace, name) for name in task.files)
                         if rel is not None]
                 snapshots[task_id] = files_after(workspace, task_id, rels, run_id)
+        # The resumed run keeps the limit it was started with (RunOptions), not this one's.
+        max_workers = saved.options.get("max_workers")
         return self._stored(executor, await self._finish(decomposition, result, workspace,
-                                                         snapshots))
+                                                         snapshots, max_workers))
 
     @staticmethod
     def _stored(executor: Executor, outcome: CoordinatorResult) -> CoordinatorResult:
@@ -415,7 +427,8 @@ class Coordinator:
         return outcome
 
     async def _finish(self, decomposition: Decomposition, result: RunResult, workspace: Path,
-                      snapshots: dict[str, dict[str, str]]) -> CoordinatorResult:
+                      snapshots: dict[str, dict[str, str]],
+                      max_workers: int | None = None) -> CoordinatorResult:
         aggregation = aggregate(decomposition.tasks, result, workspace, snapshots)
         summary = None
         if self.summarize and self.provider is not None and aggregation.outputs:
@@ -423,7 +436,8 @@ class Coordinator:
                                         self.planner_model)
         text = synthesize(decomposition, result, aggregation, summary)
         (workspace / "FINAL_RESPONSE.md").write_text(text, encoding="utf-8")
-        return CoordinatorResult(decomposition, result, aggregation, text, workspace)
+        return CoordinatorResult(decomposition, result, aggregation, text, workspace,
+                                 max_workers)
 
     def _add_providers(self, decomposition: Decomposition) -> None:
         if self.providers and self.run_task is None:
@@ -450,12 +464,13 @@ class Coordinator:
         tasks = decomposition.tasks
         used = {t["pool"] for t in tasks}
         decomposition.plan["pools"] = {p: c for p, c in self.pools.items() if p in used}
-        mode, why, makespan, serial = decide(tasks, self.pools)
+        mode, why, makespan, serial = decide(tasks, self.pools, **self._limits())
         decomposition.predicted_makespan, decomposition.predicted_serial = makespan, serial
         decomposition.reason = (f"streamed: {len(tasks)} task(s) started as the planner "
                                 f"emitted them (afterwards the coordinator would have chosen "
                                 f"{mode}: {why})")
-        return await self._finish(decomposition, result, workspace, snapshots)
+        return await self._finish(decomposition, result, workspace, snapshots,
+                                  executor.max_workers)
 
     async def _plan_updates(self, request: str,
                             decomposition: Decomposition) -> AsyncIterator[Plan]:
