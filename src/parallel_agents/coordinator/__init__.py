@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .._exceptions import PlanError, UsageError
-from ..agents import Agent, TaskContext, TaskOutput
+from ..agents import Agent, TaskContext
 from ..events import Event
 from ..executor import Executor, new_run_id
 from ..plan import Plan, Pool, Task
@@ -45,6 +45,7 @@ from .decompose import (
 from .distribute import DEFAULT_POOLS, GENERAL_POOL, Distribution, distribute
 from .synthesize import llm_summary, synthesize
 from .templates import TEMPLATES, keyword_tasks
+from .versions import Snapshotting, load_versions
 
 __all__ = [
     "Coordinator",
@@ -133,34 +134,6 @@ def _bind(run_task: TaskRunner, spec: dict[str, Any]) -> Callable[[TaskContext],
         return out
 
     return call
-
-
-class _Snapshotting(Agent):
-    """Wraps an agent: keeps each file a task wrote as the task left it.
-
-    The aggregator needs every writer's version of a file to resolve a same-file conflict,
-    and in one shared workspace the last writer's version is all that survives.
-    """
-
-    def __init__(self, inner: Agent, snapshots: dict[str, dict[str, str]]) -> None:
-        self.inner = inner
-        self.snapshots = snapshots
-
-    async def run(self, task: Any, ctx: TaskContext) -> Any:
-        out = await self.inner.run(task, ctx)
-        if isinstance(out, TaskOutput) and out.files and ctx.workspace is not None:
-            root = Path(ctx.workspace)
-            seen: dict[str, str] = {}
-            for name in out.files:
-                rel = relative_in(root, name)
-                if rel is None:
-                    continue
-                try:
-                    seen[rel] = (root / rel).read_text(encoding="utf-8")
-                except (OSError, UnicodeDecodeError):
-                    continue
-            self.snapshots[task.id] = seen
-        return out
 
 
 #: The key of a coordinated run's metadata in the store (`RunOptions.metadata`).
@@ -351,7 +324,9 @@ class Coordinator:
         workspace.mkdir(parents=True, exist_ok=True)
         snapshots: dict[str, dict[str, str]] = {}
         for kind, agent in list(executor.agents.items()):
-            executor.agents[kind] = _Snapshotting(agent, snapshots)
+            # A durable run keeps the versions in the workspace too, for a resume.
+            executor.agents[kind] = Snapshotting(agent, snapshots,
+                                                 persist=executor.store is not None)
         return workspace, snapshots
 
     async def execute(self, decomposition: Decomposition, *, run_id: str | None = None,
@@ -381,8 +356,8 @@ class Coordinator:
         """Finish a coordinated run that was interrupted and answer as `execute` would have.
 
         Tasks that succeeded before the interruption are not run again (`Executor.resume`);
-        the aggregator gets their files as the checkpoint taken after each of them holds
-        them. Needs an executor with the run's store (`executor`, or this coordinator's
+        the aggregator gets their files as they wrote them (kept in the workspace, see
+        `versions`), or as the checkpoint taken after each of them holds them. Needs an executor with the run's store (`executor`, or this coordinator's
         `executor_options["store"]`). Raises UsageError for a run the coordinator did not
         start (resume it with `Executor.resume`).
         """
@@ -410,9 +385,15 @@ class Coordinator:
         result = await executor.resume(run_id, plan=plan)
         for task_id, task in result.tasks.items():
             if task.status == "succeeded" and task_id not in snapshots and task.files:
+                # Succeeded before the interruption: its versions as it wrote them, else (a
+                # run from before they were kept) as the checkpoint after it holds them.
                 rels = [rel for rel in (relative_in(workspace, name) for name in task.files)
                         if rel is not None]
-                snapshots[task_id] = files_after(workspace, task_id, rels, run_id)
+                kept = load_versions(workspace, run_id, task_id)
+                found = files_after(workspace, task_id, [r for r in rels if r not in kept],
+                                    run_id)
+                found.update({r: kept[r] for r in rels if r in kept})
+                snapshots[task_id] = found
         # The resumed run keeps the limit it was started with (RunOptions), not this one's.
         max_workers = saved.options.get("max_workers")
         return self._stored(executor, await self._finish(decomposition, result, workspace,
