@@ -172,6 +172,9 @@ def run_request(
         if not quiet:
             err.print(f"plan: {len(decomposition.tasks)} task(s), {decomposition.decision} "
                       f"({decomposition.reason})", markup=False)
+            for r in decomposition.repairs:
+                if r.kind == "budget":  # the model was not asked: say so up front
+                    err.print(f"planner: {r.message}", markup=False)
         outcome = asyncio.run(coordinator.execute(decomposition))
     except ParallelAgentsError as exc:
         err.print(f"error: {exc}", markup=False)

@@ -147,3 +147,8 @@ def test_a_resumed_run_compares_the_versions_written_before_the_interruption(
             "store": store, "providers": providers}).resume(run_id))
     assert resumed.run.status == "succeeded", resumed.run.reason
     _check_schema_conflict(resumed, workspace)
+    # The planning call of the first process is still the run's (tokens, and budget).
+    paid = resumed.run.prepaid
+    assert paid is not None and paid.label == "planner" and paid.usage["input_tokens"] > 0
+    tasks_in = sum(t.usage.get("input_tokens", 0) for t in resumed.run.tasks.values())
+    assert resumed.run.usage["input_tokens"] == tasks_in + paid.usage["input_tokens"]

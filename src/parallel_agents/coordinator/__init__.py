@@ -26,7 +26,7 @@ from ..events import Event
 from ..executor import Executor, new_run_id
 from ..plan import Plan, Pool, Task
 from ..providers.base import Provider
-from ..results import RunResult
+from ..results import Prepaid, RunResult
 from ..store import StoredRun
 from ..store.workspace import files_after, relative_in
 from .aggregate import Aggregation, Conflict, aggregate
@@ -136,6 +136,15 @@ def _bind(run_task: TaskRunner, spec: dict[str, Any]) -> Callable[[TaskContext],
     return call
 
 
+def _planning_paid(decomposition: Decomposition) -> Prepaid | None:
+    """The planning call as the run's spending before its tasks (None if none was made)."""
+    planning = decomposition.planning
+    if not planning:
+        return None
+    return Prepaid(cost_usd=float(planning.get("cost_usd") or 0.0),
+                   usage=dict(planning.get("usage") or {}), label="planner")
+
+
 #: The key of a coordinated run's metadata in the store (`RunOptions.metadata`).
 COORDINATOR_METADATA = "parallel_agents.coordinator"
 
@@ -198,7 +207,8 @@ class CoordinatorResult:
                          "reason": self.decomposition.reason,
                          "source": self.decomposition.source,
                          "template": self.decomposition.template,
-                         "strategy": self.decomposition.strategy},
+                         "strategy": self.decomposition.strategy,
+                         "planning": self.decomposition.planning},
             "distribution": self.decomposition.distribution,
             "security_requirements": self.aggregation.security_requirements,
             "max_workers": self.max_workers,
@@ -217,6 +227,9 @@ class Coordinator:
     * **workspace** - the run's workspace directory (default `.parallel_agents/runs/RUN_ID`).
     * **run_task** - run each task with this function instead of the LLM agent kind.
     * **agents**, **max_workers**, **on_event**, **executor_options** - passed to `Executor`.
+      `max_workers` and `executor_options["strategy"]` also shape the plan's prediction and
+      decision; `executor_options["budget_usd"]` also gates the planning call, whose cost
+      and tokens are the run's (`RunResult.prepaid`).
     * **stream** - dispatch tasks as the planner emits them (needs a provider).
     * **summarize** - add an LLM summary paragraph to the final response.
     * **task_defaults** - fields every planned task gets unless it sets them, e.g.
@@ -271,6 +284,7 @@ class Coordinator:
         decomposition = await decompose(request, self.provider, template=template,
                                         model=self.model, planner_model=self.planner_model,
                                         pools=self.pools, force_parallel=force_parallel,
+                                        budget_usd=self.executor_options.get("budget_usd"),
                                         **self._limits())
         for spec in decomposition.tasks:
             self._defaults(spec)
@@ -302,8 +316,12 @@ class Coordinator:
                 spec.setdefault(key, value)
 
     async def run(self, request: str, template: str | None = None) -> CoordinatorResult:
-        """Plan, run, aggregate and synthesize. Never raises for a failed task."""
-        if self.stream and template is None and self.provider is not None:
+        """Plan, run, aggregate and synthesize. Never raises for a failed task.
+
+        Under a budget (`executor_options["budget_usd"]`) the plan is not streamed: the
+        planning call must be checked against the budget before it is made."""
+        if (self.stream and template is None and self.provider is not None
+                and self.executor_options.get("budget_usd") is None):
             return await self._run_streaming(request)
         decomposition = await self.plan(request, template)
         return await self.execute(decomposition)
@@ -347,7 +365,8 @@ class Coordinator:
             workspace, snapshots = self._adopt(executor, run_id)
         # Stored with a durable run: `resume` then answers as this would have.
         metadata = {COORDINATOR_METADATA: {"decomposition": decomposition.to_dict()}}
-        result = await executor.execute(plan, run_id=run_id, metadata=metadata)
+        result = await executor.execute(plan, run_id=run_id, metadata=metadata,
+                                        prepaid=_planning_paid(decomposition))
         return self._stored(executor, await self._finish(decomposition, result, workspace,
                                                          snapshots, executor.max_workers))
 

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..plan import Plan
-from ..providers.base import ChatRequest, Message, Provider, ProviderError
+from ..pricing import PriceTable, estimate_prompt_tokens
+from ..providers.base import ChatRequest, Message, Provider, ProviderError, Usage
 from ..simulate import simulate
 from .distribute import DEFAULT_POOLS, ROLES, distribute, role_hint
 from .repair import Repair, TaskRepairer, break_cycles, parse_plan_text, repair_tasks, task_list
@@ -60,6 +61,9 @@ class Decomposition:
     predicted_makespan: float | None = None
     predicted_serial: float | None = None
     llm_text: str | None = None
+    #: the planning call, when one was made: {"model", "calls", "usage", "cost_usd"}. The run
+    #: counts it in its cost and tokens and against its budget (`Prepaid`).
+    planning: dict[str, Any] | None = None
 
     @property
     def tasks(self) -> list[Spec]:
@@ -73,6 +77,7 @@ class Decomposition:
             "distribution": self.distribution,
             "predicted_makespan_seconds": self.predicted_makespan,
             "predicted_serial_seconds": self.predicted_serial,
+            "planning": self.planning,
         }
 
     @classmethod
@@ -88,6 +93,7 @@ class Decomposition:
             distribution=dict(data.get("distribution") or {}),
             predicted_makespan=data.get("predicted_makespan_seconds"),
             predicted_serial=data.get("predicted_serial_seconds"),
+            planning=data.get("planning") if isinstance(data.get("planning"), dict) else None,
         )
 
 
@@ -285,6 +291,8 @@ async def decompose(
     force_parallel: bool = False,
     strategy: str | None = None,
     max_workers: int | None = None,
+    budget_usd: float | None = None,
+    prices: PriceTable | None = None,
 ) -> Decomposition:
     """Turn `request` into a plan.
 
@@ -296,6 +304,11 @@ async def decompose(
     the coordinator would run the request serially (the HTTP gateway's `force_parallel`).
     `strategy` and `max_workers` are the limits the plan will run under: the prediction and
     the serial/parallel decision take them into account.
+
+    `budget_usd`: the run's spending limit. The planning call is a paid call like a task's:
+    its worst case (every prompt token, `max_tokens` of answer, at `prices`) must fit, or
+    the model is not asked and the keyword plan is used (a `budget` repair says why). What
+    the call cost is in `Decomposition.planning`, for the run's totals and budget.
     """
     request = (request or "").strip()
     if not request:
@@ -330,15 +343,27 @@ async def decompose(
     distribution: dict[str, dict[str, Any]] = {}
     llm_text: str | None = None
     tasks: list[Spec] | None = None
-    source, strategy = "keywords", kw_strategy
-    if provider is not None:
+    planning: dict[str, Any] | None = None
+    source, plan_strategy = "keywords", kw_strategy
+    ask = planning_request(request, planner_model, max_tokens)
+    spec = planner_spec(provider, planner_model) if provider is not None else ""
+    refusal = _unaffordable(spec, ask, budget_usd, prices) if provider is not None else None
+    if refusal is not None:  # not asked: the keyword plan, and the record says why
+        repairs.append(Repair("budget", f"{refusal}: used the keyword plan ({kw_strategy}) "
+                              f"without asking the model"))
+    elif provider is not None:
+        usage = Usage()
         try:
-            response = await provider.complete(planning_request(request, planner_model,
-                                                                max_tokens))
+            response = await provider.complete(ask)
             llm_text = response.text
+            usage = response.usage
         except ProviderError as exc:
+            if isinstance(exc.usage, Usage):  # answered and billed, but unusably
+                usage = exc.usage
             repairs.append(Repair("fallback", f"the planner call failed ({exc}): used the "
                                   f"keyword plan ({kw_strategy})"))
+        planning = {"model": spec, "calls": 1, "usage": usage.to_dict(),
+                    "cost_usd": (prices or PriceTable()).cost(spec, usage)}
         if llm_text is not None:
             data, parse_repairs = parse_plan_text(llm_text)
             repairs += parse_repairs
@@ -347,7 +372,7 @@ async def decompose(
                 got, task_repairs, distribution = repair_tasks(raw, request, pools, model)
                 repairs += task_repairs
                 if got:
-                    tasks, source, strategy = got, "llm", None
+                    tasks, source, plan_strategy = got, "llm", None
             if tasks is None:
                 repairs.append(Repair("fallback", "the model's answer has no usable tasks: "
                                       f"used the keyword plan ({kw_strategy})"))
@@ -360,7 +385,7 @@ async def decompose(
                     f"the model's plan ({shape}) is coarser than the request's own parts "
                     f"({', '.join(t['id'] for t in kw_tasks)}): used the keyword plan "
                     f"({kw_strategy})"))
-                tasks, source, strategy = None, "keywords", kw_strategy
+                tasks, source, plan_strategy = None, "keywords", kw_strategy
     if tasks is None:
         tasks = kw_tasks
         if model:
@@ -381,10 +406,33 @@ async def decompose(
     return Decomposition(
         request=request, plan=_plan_dict(name, tasks, pools,
                                          "dependency"),
-        decision=decision, reason=reason, source=source, strategy=strategy,
+        decision=decision, reason=reason, source=source, strategy=plan_strategy,
         repairs=repairs, distribution=distribution, predicted_makespan=makespan,
-        predicted_serial=serial, llm_text=llm_text,
+        predicted_serial=serial, llm_text=llm_text, planning=planning,
     )
+
+
+def planner_spec(provider: Provider, planner_model: str) -> str:
+    """The `PROVIDER:MODEL` the planning call is priced as (the provider's name; a bare model
+    name in the price table matches any provider)."""
+    return f"{getattr(provider, 'name', None) or 'provider'}:{planner_model}"
+
+
+def _unaffordable(spec: str, request: ChatRequest, budget_usd: float | None,
+                  prices: PriceTable | None) -> str | None:
+    """Why the planning call cannot be made under `budget_usd`, or None if it can: the same
+    rule as the executor's gate (its worst case must fit, an unknown price cannot)."""
+    if budget_usd is None:
+        return None
+    table = prices or PriceTable()
+    worst = table.worst_case(spec, estimate_prompt_tokens(request), request.max_tokens)
+    if worst is None:
+        return (f"no price is known for the planner {spec!r}, so its call cannot be checked "
+                f"against the ${budget_usd:g} budget (add it under `prices:`)")
+    if worst > budget_usd * (1 + 1e-9) + 1e-12:
+        return (f"the planning call on {spec} may cost up to ${worst:.6f} and the budget is "
+                f"${budget_usd:g}")
+    return None
 
 
 def _plan_name(request: str) -> str:
