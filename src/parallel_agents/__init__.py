@@ -27,7 +27,7 @@ from .agents.tools import tool
 from .events import Event, EventBus
 from .executor import Executor, run
 from .plan import Plan, Pool, Task
-from .results import AttemptRecord, RunResult, TaskResult
+from .results import AttemptRecord, Prepaid, RunResult, TaskResult
 from .roles import Role
 from .simulate import Simulation, simulate
 
@@ -46,6 +46,7 @@ __all__ = [
     "PlanError",
     "PlanProblem",
     "Pool",
+    "Prepaid",
     "Role",
     "RunLockedError",
     "RunResult",

@@ -167,17 +167,25 @@ def run_command(
     from . import cli_coordinator
 
     if cli_coordinator.looks_like_request(plan_file):
-        options: dict[str, Any] = {"seed": seed, "budget_usd": budget, "record_dir": record,
-                                   "replay_dir": replay, "backend": backend,
-                                   "ray_address": ray_address}
         from .config import load_config
         from .roles import configure_default_model
 
         try:
-            config = load_config(config_file)
+            # The options win over the environment and the config file, as for a plan file.
+            config = load_config(config_file, cli={"defaults.max_workers": max_workers,
+                                                   "defaults.strategy": strategy,
+                                                   "defaults.fail_fast": fail_fast or None})
         except ParallelAgentsError as exc:
             _fail_usage(str(exc))
         configure_default_model(config.get("defaults.model"))
+        max_workers = config.get("defaults.max_workers")
+        if budget is None and config.get("budget.max_cost_usd") is not None:
+            budget = float(config.get("budget.max_cost_usd"))
+        options: dict[str, Any] = {"seed": seed, "budget_usd": budget, "record_dir": record,
+                                   "replay_dir": replay, "backend": backend,
+                                   "ray_address": ray_address,
+                                   "strategy": config.get("defaults.strategy"),
+                                   "fail_fast": bool(config.get("defaults.fail_fast"))}
         # A request's run is durable like a plan file's (`resume RUN_ID` finishes its tasks),
         # in the same store, unless --no-store; --show-plan runs nothing, so opens nothing.
         store = None

@@ -52,7 +52,7 @@ from .events import Event, EventBus, EventKind
 from .plan import STRATEGIES, Plan, Strategy, pipeline_problems
 from .pricing import PriceTable, sum_usage
 from .providers.base import Provider, attempt_wait_meter, split_model
-from .results import AttemptRecord, RunResult, TaskResult
+from .results import AttemptRecord, Prepaid, RunResult, TaskResult
 from .roles import default_model, llm_settings, run_default_model
 from .store import DurableRun, RunOptions, RunStore, StoredRun, plan_from_store
 
@@ -181,12 +181,16 @@ class Executor:
         return unsubscribe
 
     async def execute(self, plan: Plan, *, run_id: str | None = None,
-                      metadata: Mapping[str, Any] | None = None) -> RunResult:
+                      metadata: Mapping[str, Any] | None = None,
+                      prepaid: Prepaid | None = None) -> RunResult:
         """Run `plan` to the end and return its result. Never raises for a failed task.
 
         `metadata`: JSON values stored with a durable run, given back by
         `RunStore.load_run(run_id).options["metadata"]` (what a caller needs to finish its
         own work after `resume`, as the coordinator does).
+        `prepaid`: what was already spent for this run before its tasks (the coordinator's
+        planning call): it is in the result's cost and tokens, and the budget has that much
+        less for the tasks.
         """
         strategy = self.strategy or plan.strategy or "dependency"
         _check_strategy(plan, strategy)
@@ -194,7 +198,8 @@ class Executor:
         if metadata is not None:
             metadata = _json_metadata(metadata)
         await self._start_backend(plan)
-        run = _Run(self, plan, strategy, run_id or new_run_id(), metadata=metadata)
+        run = _Run(self, plan, strategy, run_id or new_run_id(), metadata=metadata,
+                   prepaid=prepaid)
         self._active.add(run)
         try:
             return await run.go()
@@ -332,7 +337,8 @@ class _Run:
     def __init__(self, executor: Executor, plan: Plan, strategy: str, run_id: str, *,
                  open_ended: bool = False, resumed: StoredRun | None = None,
                  options: RunOptions | None = None,
-                 metadata: dict[str, Any] | None = None) -> None:
+                 metadata: dict[str, Any] | None = None,
+                 prepaid: Prepaid | None = None) -> None:
         self.executor = executor
         self.plan = plan
         self.strategy = strategy
@@ -345,7 +351,10 @@ class _Run:
             default_model=default_model(), metadata=metadata,
             record_dir=executor.record_dir, replay_dir=executor.replay_dir,
             backend=getattr(executor.backend, "name", None),
-            ray_address=getattr(executor.backend, "address", None), cwd=_cwd())
+            ray_address=getattr(executor.backend, "address", None), cwd=_cwd(),
+            prepaid=prepaid.to_dict() if prepaid is not None else None)
+        # Spent before the tasks (a resumed run has it from the options it started with).
+        self.prepaid = Prepaid.from_dict(self.options.prepaid)
         # Command tasks of a resumed run run where the run started (see RunOptions.cwd).
         self.cwd = (Path(self.options.cwd) if resumed is not None and self.options.cwd
                     and self.options.cwd != _cwd() else None)
@@ -379,6 +388,8 @@ class _Run:
             # The run's budget covers the whole run: what it paid before the crash counts.
             self.budget.settle("paid before resume",
                                sum(r.cost_usd for r in self.results.values()))
+        if self.budget is not None and self.prepaid is not None:
+            self.budget.settle("paid before the tasks", self.prepaid.cost_usd)
         costs: dict[str, float] = {}
         if self.budget is not None:
             prices = PriceTable(plan.prices)
@@ -922,6 +933,13 @@ class _Run:
                 by_pool[t.pool] = by_pool.get(t.pool, 0.0) + r.cost_usd
                 agent = t.agent or t.kind
                 by_agent[agent] = by_agent.get(agent, 0.0) + r.cost_usd
+        usages = [r.usage for r in self.results.values() if r.usage]
+        cost = sum(r.cost_usd for r in self.results.values())
+        prepaid = self.prepaid
+        if prepaid is not None:
+            usages.append(prepaid.usage)
+            cost += prepaid.cost_usd
+            by_agent[prepaid.label] = by_agent.get(prepaid.label, 0.0) + prepaid.cost_usd
         result = RunResult(
             run_id=self.run_id,
             status=status,  # type: ignore[arg-type]
@@ -939,11 +957,12 @@ class _Run:
             max_parallel=max_parallel,
             pool_utilization=utilization,
             reason=reason,
-            cost_usd=sum(r.cost_usd for r in self.results.values()),
-            usage=sum_usage(r.usage for r in self.results.values() if r.usage),
+            cost_usd=cost,
+            usage=sum_usage(usages),
             cost_by_pool=by_pool,
             cost_by_agent=by_agent,
             budget_usd=self.budget.limit if self.budget is not None else None,
+            prepaid=prepaid,
         )
         self.emit("run_finished", message=status, data={
             "status": status, "makespan_seconds": round(makespan, 6),

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["AttemptRecord", "TaskResult", "RunResult", "TaskStatus", "RunStatus"]
+__all__ = ["AttemptRecord", "TaskResult", "RunResult", "TaskStatus", "RunStatus", "Prepaid"]
 
 TaskStatus = Literal["pending", "queued", "running", "retrying", "succeeded", "failed",
                      "skipped", "cancelled"]
@@ -97,6 +97,30 @@ class TaskResult:
         return out
 
 
+@dataclass(frozen=True, slots=True)
+class Prepaid:
+    """LLM spending on a run's account before its tasks started: the coordinator's planning
+    call. It counts like a task's calls: in the run's cost and tokens (and `cost_by_agent`
+    under `label`), and against its budget, also after a resume."""
+
+    cost_usd: float = 0.0
+    usage: dict[str, int] = field(default_factory=dict)
+    label: str = "planner"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"cost_usd": self.cost_usd, "usage": dict(self.usage), "label": self.label}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Prepaid | None:
+        """The inverse of `to_dict`; None for anything else (a run stored without one)."""
+        if not isinstance(data, dict):
+            return None
+        usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+        return cls(cost_usd=float(data.get("cost_usd") or 0.0),
+                   usage={str(k): int(v or 0) for k, v in usage.items()},
+                   label=str(data.get("label") or "planner"))
+
+
 @dataclass(slots=True, repr=False)
 class RunResult:
     run_id: str
@@ -125,6 +149,8 @@ class RunResult:
     workspace: str | None = None
     #: what --rollback-on-failure restored: {"checkpoint", "removed", "restored"}
     rollback: dict[str, Any] | None = None
+    #: spending before the tasks (the coordinator's planning call), included in the totals
+    prepaid: Prepaid | None = None
 
     def __repr__(self) -> str:
         # A summary: the generated repr printed every task and attempt, which for a big run is
@@ -177,4 +203,6 @@ class RunResult:
             out["workspace"] = self.workspace
         if self.rollback is not None:
             out["rollback"] = self.rollback
+        if self.prepaid is not None:
+            out["prepaid"] = self.prepaid.to_dict()
         return out

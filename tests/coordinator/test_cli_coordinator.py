@@ -13,8 +13,8 @@ from parallel_agents.coordinator import TEMPLATES
 RESTAURANT = "Build a restaurant website with booking"
 
 
-def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PARALLEL_AGENTS_PLANNER": "keywords"}
+def cli(*args: str, cwd: Path, **env_vars: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PARALLEL_AGENTS_PLANNER": "keywords", **env_vars}
     return subprocess.run([sys.executable, "-m", "parallel_agents", "run", *args],
                           capture_output=True, text=True, cwd=cwd, env=env, timeout=120)
 
@@ -88,3 +88,43 @@ def test_a_request_run_is_stored_and_no_store_keeps_it_in_memory(tmp_path):
     p = cli("Write a haiku about the sea", "--no-store", "--quiet", cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     assert not (tmp_path / ".parallel_agents" / "runs.db").exists()
+
+
+def test_an_empty_request_says_so(tmp_path):
+    for request in ("", "   "):
+        p = cli(request, "--no-store", cwd=tmp_path)
+        assert p.returncode == 2, (request, p.stderr)
+        assert "the request is empty" in p.stderr and "directory" not in p.stderr
+        assert "Traceback" not in p.stderr
+    assert not (tmp_path / ".parallel_agents").exists()
+
+
+def test_an_unknown_planner_choice_is_an_error_naming_the_valid_ones(tmp_path):
+    for extra in ((), ("--template", "api")):
+        p = cli(RESTAURANT, "--show-plan", *extra, cwd=tmp_path,
+                PARALLEL_AGENTS_PLANNER="bogus")
+        assert p.returncode == 2, p.stderr
+        assert "unknown PARALLEL_AGENTS_PLANNER='bogus'" in p.stderr
+        assert "'model'" in p.stderr and "'keywords'" in p.stderr
+        assert "Traceback" not in p.stderr and not p.stdout
+    p = cli(RESTAURANT, "--show-plan", cwd=tmp_path, PARALLEL_AGENTS_PLANNER=" Keywords ")
+    assert p.returncode == 0, p.stderr
+
+
+def test_show_plan_predicts_under_max_workers_and_strategy(tmp_path):
+    p = cli(RESTAURANT, "--show-plan", "--json", "--max-workers", "1", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    data = json.loads(p.stdout)
+    assert data["max_workers"] == 1
+    assert data["decision"] == "serial" and "max_workers 1" in data["reason"]
+    assert data["predicted_makespan_seconds"] == data["predicted_serial_seconds"] == 240
+    p = cli(RESTAURANT, "--show-plan", "--max-workers", "2", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert "up to 2 at once" in p.stdout and "--max-workers 2" in p.stdout
+    p = cli(RESTAURANT, "--show-plan", "--json", "--strategy", "sequential", cwd=tmp_path)
+    assert json.loads(p.stdout)["decision"] == "serial"
+    p = cli(RESTAURANT, "--show-plan", "--strategy", "pipeline", cwd=tmp_path)
+    assert p.returncode == 2 and "pipeline strategy needs a stage" in p.stderr
+    # The environment's limit counts like the option (as for a plan file).
+    p = cli(RESTAURANT, "--show-plan", "--json", cwd=tmp_path, PARALLEL_AGENTS_MAX_WORKERS="1")
+    assert json.loads(p.stdout)["max_workers"] == 1

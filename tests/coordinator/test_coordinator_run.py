@@ -197,3 +197,26 @@ def test_llm_tasks_save_their_answers_and_take_task_defaults(workspace):
         assert t["max_iterations"] == 4 and t["model"] == "local:smollm2"
     off = Coordinator(planner(FOUR), answers_dir=None)
     assert all("output_file" not in t for t in asyncio.run(off.plan(RESTAURANT)).tasks)
+
+
+def test_the_plan_is_predicted_and_decided_under_the_runs_limits(tmp_path):
+    """`max_workers` and the executor's `strategy` are what the run will do: the prediction,
+    the serial/parallel decision and the record use them, not an unlimited schedule."""
+    two = coordinate(tmp_path / "two", FileWriter(), max_workers=2)
+    assert "up to 2 at once under max_workers 2" in two.decomposition.reason
+    assert two.run.max_parallel <= 2
+    assert two.to_dict()["max_workers"] == 2
+    assert "up to 3 at once" not in two.final_response
+    assert coordinate(tmp_path / "free", FileWriter()).to_dict()["max_workers"] is None
+
+    one = asyncio.run(Coordinator(planner(FOUR), max_workers=1).plan(RESTAURANT))
+    assert one.decision == "serial" and [t["id"] for t in one.tasks] == ["main"]
+    assert "max_workers 1" in one.reason and "one task run at a time" in one.reason
+    sequential = asyncio.run(Coordinator(planner(FOUR), executor_options={
+        "strategy": "sequential"}).plan(RESTAURANT))
+    assert sequential.decision == "serial" and "strategy sequential" in sequential.reason
+    # Parallel work is still kept apart when asked, and then predicted one at a time.
+    forced = asyncio.run(Coordinator(planner(FOUR), max_workers=1).plan(
+        RESTAURANT, force_parallel=True))
+    assert len(forced.tasks) == 4
+    assert forced.predicted_makespan == forced.predicted_serial == 240

@@ -28,6 +28,10 @@ class TaskOutput:
     usage: dict[str, int] = field(default_factory=dict)
     cost_usd: float = 0.0
     files: list[str] = field(default_factory=list)
+    #: what the attempt wrote, as it wrote it: workspace-relative path -> the text of its last
+    #: write there. Tasks share a workspace, so when the task ends another may already have
+    #: overwritten a file; the coordinator compares these versions, not the files on disk.
+    contents: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

@@ -374,7 +374,8 @@ class LLMAgent(Agent):
                                             list(workspace.written))
             raise
         return TaskOutput(output=output, usage={**usage.to_dict(), "calls": calls},
-                          cost_usd=cost, files=list(workspace.written))
+                          cost_usd=cost, files=list(workspace.written),
+                          contents=dict(workspace.versions))
 
 
 def _call_signature(name: str, arguments: Mapping[str, Any]) -> str:

@@ -125,6 +125,9 @@ class Workspace:
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
         self.written: list[str] = []
+        #: relative path -> the content of this workspace's last write there, kept at write
+        #: time (another task sharing the folder may overwrite the file before this one ends)
+        self.versions: dict[str, str] = {}
 
     def resolve(self, path: str) -> Path:
         if not isinstance(path, str) or not path.strip():
@@ -164,6 +167,7 @@ class Workspace:
         os.replace(tmp, target)
         if str(target) not in self.written:
             self.written.append(str(target))
+        self.versions[target.relative_to(self.root).as_posix()] = content
         return f"wrote {len(content)} characters to {target.relative_to(self.root)}"
 
     def list_files(self, path: str = ".") -> str:

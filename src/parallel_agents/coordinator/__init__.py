@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from .._exceptions import PlanError, UsageError
-from ..agents import Agent, TaskContext, TaskOutput
+from ..agents import Agent, TaskContext
 from ..events import Event
 from ..executor import Executor, new_run_id
 from ..plan import Plan, Pool, Task
 from ..providers.base import Provider
-from ..results import RunResult
+from ..results import Prepaid, RunResult
 from ..store import StoredRun
 from ..store.workspace import files_after, relative_in
 from .aggregate import Aggregation, Conflict, aggregate
@@ -45,6 +45,7 @@ from .decompose import (
 from .distribute import DEFAULT_POOLS, GENERAL_POOL, Distribution, distribute
 from .synthesize import llm_summary, synthesize
 from .templates import TEMPLATES, keyword_tasks
+from .versions import Snapshotting, load_versions
 
 __all__ = [
     "Coordinator",
@@ -135,32 +136,13 @@ def _bind(run_task: TaskRunner, spec: dict[str, Any]) -> Callable[[TaskContext],
     return call
 
 
-class _Snapshotting(Agent):
-    """Wraps an agent: keeps each file a task wrote as the task left it.
-
-    The aggregator needs every writer's version of a file to resolve a same-file conflict,
-    and in one shared workspace the last writer's version is all that survives.
-    """
-
-    def __init__(self, inner: Agent, snapshots: dict[str, dict[str, str]]) -> None:
-        self.inner = inner
-        self.snapshots = snapshots
-
-    async def run(self, task: Any, ctx: TaskContext) -> Any:
-        out = await self.inner.run(task, ctx)
-        if isinstance(out, TaskOutput) and out.files and ctx.workspace is not None:
-            root = Path(ctx.workspace)
-            seen: dict[str, str] = {}
-            for name in out.files:
-                rel = relative_in(root, name)
-                if rel is None:
-                    continue
-                try:
-                    seen[rel] = (root / rel).read_text(encoding="utf-8")
-                except (OSError, UnicodeDecodeError):
-                    continue
-            self.snapshots[task.id] = seen
-        return out
+def _planning_paid(decomposition: Decomposition) -> Prepaid | None:
+    """The planning call as the run's spending before its tasks (None if none was made)."""
+    planning = decomposition.planning
+    if not planning:
+        return None
+    return Prepaid(cost_usd=float(planning.get("cost_usd") or 0.0),
+                   usage=dict(planning.get("usage") or {}), label="planner")
 
 
 #: The key of a coordinated run's metadata in the store (`RunOptions.metadata`).
@@ -188,6 +170,9 @@ class CoordinatorResult:
     aggregation: Aggregation
     final_response: str
     workspace: Path
+    #: the run's limit on running tasks (None: only the pools' limits), as `--json` of a
+    #: plan run has it
+    max_workers: int | None = None
 
     @property
     def conflicts(self) -> list[Conflict]:
@@ -222,9 +207,11 @@ class CoordinatorResult:
                          "reason": self.decomposition.reason,
                          "source": self.decomposition.source,
                          "template": self.decomposition.template,
-                         "strategy": self.decomposition.strategy},
+                         "strategy": self.decomposition.strategy,
+                         "planning": self.decomposition.planning},
             "distribution": self.decomposition.distribution,
             "security_requirements": self.aggregation.security_requirements,
+            "max_workers": self.max_workers,
         })
         return out
 
@@ -240,6 +227,9 @@ class Coordinator:
     * **workspace** - the run's workspace directory (default `.parallel_agents/runs/RUN_ID`).
     * **run_task** - run each task with this function instead of the LLM agent kind.
     * **agents**, **max_workers**, **on_event**, **executor_options** - passed to `Executor`.
+      `max_workers` and `executor_options["strategy"]` also shape the plan's prediction and
+      decision; `executor_options["budget_usd"]` also gates the planning call, whose cost
+      and tokens are the run's (`RunResult.prepaid`).
     * **stream** - dispatch tasks as the planner emits them (needs a provider).
     * **summarize** - add an LLM summary paragraph to the final response.
     * **task_defaults** - fields every planned task gets unless it sets them, e.g.
@@ -293,10 +283,17 @@ class Coordinator:
         """
         decomposition = await decompose(request, self.provider, template=template,
                                         model=self.model, planner_model=self.planner_model,
-                                        pools=self.pools, force_parallel=force_parallel)
+                                        pools=self.pools, force_parallel=force_parallel,
+                                        budget_usd=self.executor_options.get("budget_usd"),
+                                        **self._limits())
         for spec in decomposition.tasks:
             self._defaults(spec)
         return decomposition
+
+    def _limits(self) -> dict[str, Any]:
+        """The run's scheduling limits, as the plan's prediction and decision must use them."""
+        return {"strategy": self.executor_options.get("strategy"),
+                "max_workers": self.max_workers}
 
     def _defaults(self, spec: dict[str, Any]) -> None:
         for key, value in self.task_defaults.items():
@@ -319,8 +316,12 @@ class Coordinator:
                 spec.setdefault(key, value)
 
     async def run(self, request: str, template: str | None = None) -> CoordinatorResult:
-        """Plan, run, aggregate and synthesize. Never raises for a failed task."""
-        if self.stream and template is None and self.provider is not None:
+        """Plan, run, aggregate and synthesize. Never raises for a failed task.
+
+        Under a budget (`executor_options["budget_usd"]`) the plan is not streamed: the
+        planning call must be checked against the budget before it is made."""
+        if (self.stream and template is None and self.provider is not None
+                and self.executor_options.get("budget_usd") is None):
             return await self._run_streaming(request)
         decomposition = await self.plan(request, template)
         return await self.execute(decomposition)
@@ -341,7 +342,9 @@ class Coordinator:
         workspace.mkdir(parents=True, exist_ok=True)
         snapshots: dict[str, dict[str, str]] = {}
         for kind, agent in list(executor.agents.items()):
-            executor.agents[kind] = _Snapshotting(agent, snapshots)
+            # A durable run keeps the versions in the workspace too, for a resume.
+            executor.agents[kind] = Snapshotting(agent, snapshots,
+                                                 persist=executor.store is not None)
         return workspace, snapshots
 
     async def execute(self, decomposition: Decomposition, *, run_id: str | None = None,
@@ -362,17 +365,18 @@ class Coordinator:
             workspace, snapshots = self._adopt(executor, run_id)
         # Stored with a durable run: `resume` then answers as this would have.
         metadata = {COORDINATOR_METADATA: {"decomposition": decomposition.to_dict()}}
-        result = await executor.execute(plan, run_id=run_id, metadata=metadata)
+        result = await executor.execute(plan, run_id=run_id, metadata=metadata,
+                                        prepaid=_planning_paid(decomposition))
         return self._stored(executor, await self._finish(decomposition, result, workspace,
-                                                         snapshots))
+                                                         snapshots, executor.max_workers))
 
     async def resume(self, run_id: str, *, executor: Executor | None = None
                      ) -> CoordinatorResult:
         """Finish a coordinated run that was interrupted and answer as `execute` would have.
 
         Tasks that succeeded before the interruption are not run again (`Executor.resume`);
-        the aggregator gets their files as the checkpoint taken after each of them holds
-        them. Needs an executor with the run's store (`executor`, or this coordinator's
+        the aggregator gets their files as they wrote them (kept in the workspace, see
+        `versions`), or as the checkpoint taken after each of them holds them. Needs an executor with the run's store (`executor`, or this coordinator's
         `executor_options["store"]`). Raises UsageError for a run the coordinator did not
         start (resume it with `Executor.resume`).
         """
@@ -400,11 +404,19 @@ class Coordinator:
         result = await executor.resume(run_id, plan=plan)
         for task_id, task in result.tasks.items():
             if task.status == "succeeded" and task_id not in snapshots and task.files:
+                # Succeeded before the interruption: its versions as it wrote them, else (a
+                # run from before they were kept) as the checkpoint after it holds them.
                 rels = [rel for rel in (relative_in(workspace, name) for name in task.files)
                         if rel is not None]
-                snapshots[task_id] = files_after(workspace, task_id, rels, run_id)
+                kept = load_versions(workspace, run_id, task_id)
+                found = files_after(workspace, task_id, [r for r in rels if r not in kept],
+                                    run_id)
+                found.update({r: kept[r] for r in rels if r in kept})
+                snapshots[task_id] = found
+        # The resumed run keeps the limit it was started with (RunOptions), not this one's.
+        max_workers = saved.options.get("max_workers")
         return self._stored(executor, await self._finish(decomposition, result, workspace,
-                                                         snapshots))
+                                                         snapshots, max_workers))
 
     @staticmethod
     def _stored(executor: Executor, outcome: CoordinatorResult) -> CoordinatorResult:
@@ -415,7 +427,8 @@ class Coordinator:
         return outcome
 
     async def _finish(self, decomposition: Decomposition, result: RunResult, workspace: Path,
-                      snapshots: dict[str, dict[str, str]]) -> CoordinatorResult:
+                      snapshots: dict[str, dict[str, str]],
+                      max_workers: int | None = None) -> CoordinatorResult:
         aggregation = aggregate(decomposition.tasks, result, workspace, snapshots)
         summary = None
         if self.summarize and self.provider is not None and aggregation.outputs:
@@ -423,7 +436,8 @@ class Coordinator:
                                         self.planner_model)
         text = synthesize(decomposition, result, aggregation, summary)
         (workspace / "FINAL_RESPONSE.md").write_text(text, encoding="utf-8")
-        return CoordinatorResult(decomposition, result, aggregation, text, workspace)
+        return CoordinatorResult(decomposition, result, aggregation, text, workspace,
+                                 max_workers)
 
     def _add_providers(self, decomposition: Decomposition) -> None:
         if self.providers and self.run_task is None:
@@ -450,12 +464,13 @@ class Coordinator:
         tasks = decomposition.tasks
         used = {t["pool"] for t in tasks}
         decomposition.plan["pools"] = {p: c for p, c in self.pools.items() if p in used}
-        mode, why, makespan, serial = decide(tasks, self.pools)
+        mode, why, makespan, serial = decide(tasks, self.pools, **self._limits())
         decomposition.predicted_makespan, decomposition.predicted_serial = makespan, serial
         decomposition.reason = (f"streamed: {len(tasks)} task(s) started as the planner "
                                 f"emitted them (afterwards the coordinator would have chosen "
                                 f"{mode}: {why})")
-        return await self._finish(decomposition, result, workspace, snapshots)
+        return await self._finish(decomposition, result, workspace, snapshots,
+                                  executor.max_workers)
 
     async def _plan_updates(self, request: str,
                             decomposition: Decomposition) -> AsyncIterator[Plan]:

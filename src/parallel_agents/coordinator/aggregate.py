@@ -351,8 +351,9 @@ def aggregate(
     """Merge `result` into `workspace`, detect conflicts and apply the resolution rules.
 
     `tasks` are the plan's task specs (roles, priorities, dependencies); `snapshots` the
-    content of each file as each task left it (task -> path -> text), taken when the task
-    finished; without them the workspace's current content stands for every writer.
+    content of each file as each task wrote it (task -> path -> text; see `versions`: taken
+    at write time, since tasks writing one file at overlapping times overwrite each other);
+    without them the workspace's current content stands for every writer.
     """
     ws = Path(workspace) if workspace is not None else None
     specs = {t["id"]: t for t in tasks}

@@ -35,6 +35,7 @@ class Repair:
 
     kind: str  # parse | structure | id | duplicate_id | self_dependency | unknown_dependency
     #          # | cycle | unknown_role | priority | estimate | description | fallback | limit
+    #          # | budget (the planner was not asked: its call did not fit the budget)
     message: str
     task_id: str | None = None
 

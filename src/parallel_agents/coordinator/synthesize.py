@@ -106,14 +106,22 @@ def synthesize(decomposition: Decomposition, result: RunResult, aggregation: Agg
         out += [f"- {r}" for r in aggregation.security_requirements]
         out.append("")
 
-    cost = sum(r.cost_usd for r in result.tasks.values())
-    usage_in = sum(r.usage.get("input_tokens", 0) for r in result.tasks.values())
-    usage_out = sum(r.usage.get("output_tokens", 0) for r in result.tasks.values())
+    # The run's totals: its tasks' calls and the planning call (`RunResult.prepaid`).
+    usage_in = result.usage.get("input_tokens", 0)
+    usage_out = result.usage.get("output_tokens", 0)
+    cost_line = f"- cost ${result.cost_usd:.4f}; tokens in {usage_in}, out {usage_out}"
+    paid = result.prepaid
+    if paid is not None:
+        cost_line += (f" (planning: ${paid.cost_usd:.4f}, tokens in "
+                      f"{paid.usage.get('input_tokens', 0)}, out "
+                      f"{paid.usage.get('output_tokens', 0)})")
+    if result.budget_usd is not None:
+        cost_line += f"; budget ${result.budget_usd:g}"
     out += ["## Time and cost", "",
             f"- wall time {result.makespan_seconds:.1f} s; the same work one after another "
             f"{result.serial_seconds:.1f} s; speedup {result.speedup:.2f}x "
             f"(up to {result.max_parallel} agents at once)",
-            f"- cost ${cost:.4f}; tokens in {usage_in}, out {usage_out}",
+            cost_line,
             f"- run `{result.run_id}`: {result.status}"
             + (f" ({result.reason})" if result.reason and result.status != "succeeded" else ""),
             ""]

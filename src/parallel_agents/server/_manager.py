@@ -193,10 +193,14 @@ class ExecutionManager:
                      ) -> dict[str, Any]:
         out = run.to_dict()
         out.update(extras)
-        out["cost_usd"] = round(sum(t.cost_usd for t in run.tasks.values()), 6)
+        # The run's cost: its tasks' and what it paid before them (the planning call).
+        out["cost_usd"] = round(run.cost_usd, 6)
         tokens: dict[str, int] = {}
-        for t in run.tasks.values():
-            for key, n in t.usage.items():
+        usages = [t.usage for t in run.tasks.values()]
+        if run.prepaid is not None:
+            usages.append(run.prepaid.usage)
+        for usage in usages:
+            for key, n in usage.items():
                 tokens[key] = tokens.get(key, 0) + int(n)
         out["tokens"] = tokens
         return live.redact(_jsonable(out))

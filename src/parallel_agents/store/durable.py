@@ -61,6 +61,9 @@ class RunOptions:
     #: The directory the run started in: command tasks' relative paths (`python build.py`)
     #: mean files there, so a resume from another directory runs them there too.
     cwd: str | None = None
+    #: `Prepaid.to_dict()`: what the run paid before its tasks (the coordinator's planning
+    #: call); a resumed run's budget and totals count it again.
+    prepaid: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"strategy": self.strategy, "max_workers": self.max_workers,
@@ -69,7 +72,7 @@ class RunOptions:
                 "budget_usd": self.budget_usd, "default_model": self.default_model,
                 "metadata": self.metadata, "record_dir": self.record_dir,
                 "replay_dir": self.replay_dir, "backend": self.backend,
-                "ray_address": self.ray_address, "cwd": self.cwd}
+                "ray_address": self.ray_address, "cwd": self.cwd, "prepaid": self.prepaid}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunOptions:
@@ -83,7 +86,9 @@ class RunOptions:
                    else None,
                    record_dir=data.get("record_dir"), replay_dir=data.get("replay_dir"),
                    backend=data.get("backend"), ray_address=data.get("ray_address"),
-                   cwd=data.get("cwd"))
+                   cwd=data.get("cwd"),
+                   prepaid=data.get("prepaid") if isinstance(data.get("prepaid"), dict)
+                   else None)
 
 
 def plan_from_store(saved: StoredRun, plan: Plan | None) -> Plan:
