@@ -24,6 +24,17 @@ def plan_json(*tasks: dict[str, Any]) -> str:
     return json.dumps({"tasks": list(tasks)})
 
 
+RESTAURANT = "Build a restaurant website with booking"
+#: The planner's answer for RESTAURANT: the seeds' four parts, the audit after the backend.
+FOUR = plan_json(
+    {"id": "frontend", "agent": "frontend", "description": "Build the pages", "depends_on": []},
+    {"id": "backend", "agent": "backend", "description": "Build the booking API",
+     "depends_on": []},
+    {"id": "schema", "agent": "database", "description": "Design the tables", "depends_on": []},
+    {"id": "audit", "agent": "security", "description": "Audit the API", "depends_on": ["backend"]},
+)
+
+
 class FileWriter:
     """run_task double: each task writes the files given for it and answers with a text.
 

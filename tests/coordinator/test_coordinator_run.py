@@ -10,19 +10,9 @@ import asyncio
 import json
 from pathlib import Path
 
-from coord_helpers import FileWriter, plan_json, planner
+from coord_helpers import FOUR, RESTAURANT, FileWriter, plan_json, planner
 
 from parallel_agents.coordinator import DEFAULT_POOLS, Coordinator
-
-RESTAURANT = "Build a restaurant website with booking"
-
-FOUR = plan_json(
-    {"id": "frontend", "agent": "frontend", "description": "Build the pages", "depends_on": []},
-    {"id": "backend", "agent": "backend", "description": "Build the booking API",
-     "depends_on": []},
-    {"id": "schema", "agent": "database", "description": "Design the tables", "depends_on": []},
-    {"id": "audit", "agent": "security", "description": "Audit the API", "depends_on": ["backend"]},
-)
 
 
 def coordinate(workspace: Path, writer: FileWriter, answer: str = FOUR, **kw):

@@ -14,20 +14,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from coord_helpers import FileWriter, plan_json
+from coord_helpers import FOUR, RESTAURANT, FileWriter, plan_json
 
 from parallel_agents.coordinator import Coordinator
 from parallel_agents.providers.base import ChatRequest, ChatResponse, FunctionProvider, Usage
 from tests.fakes.openai_server import FakeLLMServer
 
-RESTAURANT = "Build a restaurant website with booking"
-FOUR = plan_json(
-    {"id": "frontend", "agent": "frontend", "description": "Build the pages", "depends_on": []},
-    {"id": "backend", "agent": "backend", "description": "Build the booking API",
-     "depends_on": []},
-    {"id": "schema", "agent": "database", "description": "Design the tables", "depends_on": []},
-    {"id": "audit", "agent": "security", "description": "Audit the API", "depends_on": ["backend"]},
-)
 PLANNING = Usage(1000, 500)
 PLANNING_USD = (1000 * 0.15 + 500 * 0.60) / 1_000_000  # gpt-4o-mini's list price
 
