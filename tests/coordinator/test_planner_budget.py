@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from coord_helpers import FOUR, RESTAURANT, FileWriter, plan_json
+from coord_helpers import FOUR, RESTAURANT, FileWriter
 
 from parallel_agents.coordinator import Coordinator
 from parallel_agents.providers.base import ChatRequest, ChatResponse, FunctionProvider, Usage
