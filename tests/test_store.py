@@ -235,6 +235,12 @@ def _adder(n):
     return add
 
 
+def _recursive(n):
+    def fact(k):
+        return 1 if k <= 1 else k * fact(k - 1)
+    return lambda: fact(n)
+
+
 class _Scaler:
     def __init__(self, k):
         self.k = k
@@ -265,6 +271,8 @@ def test_function_tasks_that_differ_only_in_what_they_hold_get_their_own_answers
     assert run(_Scaler(9)) == (10, False)
     assert run(_Scaler(9)) == (10, False)  # not cached: its state is not in a key
     assert run(_Scaler(1).__call__) == (2, False)
+    assert run(_recursive(5)) == (120, False)  # its closure holds itself
+    assert run(_recursive(5)) == (120, True)
 
 
 def test_command_tasks_that_read_their_task_are_not_served_each_others_output(tmp_path):

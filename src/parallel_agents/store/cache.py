@@ -59,14 +59,19 @@ def _code_digest(code: Any, digest: Any) -> None:
     digest.update(repr(code.co_names).encode())
 
 
-def _callable_identity(fn: Any) -> dict[str, Any]:
+def _callable_identity(fn: Any, _seen: frozenset[int] = frozenset()) -> dict[str, Any]:
     """A function task is identified by its qualified name, its code and what it closes
     over (defaults, closure cells, a partial's arguments), not by its address. What it reads
     from globals is not covered. Raises Uncacheable for what cannot be pinned down: a
     callable object or bound method (its state is the instance's), a closure or partial
     holding values that are not JSON."""
+    if id(fn) in _seen:
+        # A function its own closure reaches (a recursive inner function): named, not
+        # walked again.
+        return {"recursive": getattr(fn, "__qualname__", type(fn).__qualname__)}
+    _seen = _seen | {id(fn)}
     if isinstance(fn, functools.partial):
-        return {"partial": _callable_identity(fn.func),
+        return {"partial": _callable_identity(fn.func, _seen),
                 "args": _strict(list(fn.args), "the partial's arguments"),
                 "keywords": _strict(fn.keywords, "the partial's keywords")}
     code = getattr(fn, "__code__", None)
@@ -93,7 +98,7 @@ def _callable_identity(fn: Any) -> dict[str, Any]:
         except ValueError:  # an empty cell
             value = None
         if callable(value) and not isinstance(value, type):
-            cells.append([name, _callable_identity(value)])
+            cells.append([name, _callable_identity(value, _seen)])
         else:
             cells.append([name, _strict(value, f"its closure ({name})")])
     if cells:

@@ -500,7 +500,7 @@ class DurableRun:
         task's agent says its answer depends on (see `cache_key`)."""
         try:
             key = cache_key(task, inputs, extra)
-        except Uncacheable:
+        except (Uncacheable, RecursionError):
             return None, None, 0.0  # run it; its answer is not kept for others either
         hit = self.store.cache_get(key)
         if hit is None:
