@@ -164,3 +164,18 @@ def test_a_key_refused_in_a_plan_built_in_python_is_not_echoed() -> None:
     with pytest.raises(pydantic.ValidationError) as info:
         pa.Task(id="a", command=["x"], env={"KEY": ["sk-test-SECRET999"]})
     assert "SECRET999" not in str(info.value)
+
+
+def test_a_plan_file_never_shows_a_refused_text_value() -> None:
+    """The loader's messages name a refused value's kind, not the value: a text or mapping
+    in the wrong field may be a key (the server only masks the secrets it knows)."""
+    secret = "sk-proj-SECRET0123456789"
+    for data in ({"name": [secret], "tasks": [{"id": "a", "command": ["x"]}]},
+                 {"tasks": [{"id": "a", "command": ["x"], "timeout_sec": secret}]},
+                 {"providers": {"openai": {"api_key_env": {"value": secret}}},
+                  "tasks": [{"id": "a", "prompt": "x"}]}):
+        with pytest.raises(pa.PlanError) as info:
+            pa.Plan.from_dict(data, source="plan.yaml")
+        assert "SECRET" not in str(info.value), str(info.value)
+    with pytest.raises(pa.PlanError, match=r"got -5"):  # a number is shown as it is
+        pa.Plan.from_dict({"tasks": [{"id": "a", "command": ["x"], "timeout_sec": -5}]})

@@ -727,6 +727,15 @@ def _unknown_key(key: str, known: set[str]) -> str:
     return f"unknown key {key!r}{hint}"
 
 
+def _shown_input(value: Any) -> str:
+    """What a refused value was, for the message: a number or bool as itself; anything else
+    by its kind only, since a text or mapping in the wrong place may be a key."""
+    if value is None or isinstance(value, (bool, int, float)):
+        return repr(value)
+    kind = {str: "a text", dict: "a mapping", list: "a list"}.get(type(value))
+    return kind or f"a {type(value).__name__}"
+
+
 def _validation_problems(exc: ValidationError, where: str, known: set[str]) -> list[PlanProblem]:
     problems = []
     for err in exc.errors():
@@ -741,8 +750,7 @@ def _validation_problems(exc: ValidationError, where: str, known: set[str]) -> l
         if msg.startswith("Value error, "):
             msg = msg[len("Value error, "):]
         if err["type"] not in ("value_error", "missing") and "input" in err:
-            shown = repr(err["input"])
-            msg = f"{msg} (got {shown if len(shown) <= 80 else shown[:77] + '...'})"
+            msg = f"{msg} (got {_shown_input(err['input'])})"
         problems.append(PlanProblem(location, msg))
     return problems
 
