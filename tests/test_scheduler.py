@@ -550,6 +550,25 @@ def test_committing_task_frees_its_slot_unless_a_dependent_wants_it() -> None:
     assert s.running_count == 0
 
 
+def test_a_committing_task_keeps_its_slot_only_if_its_success_readies_a_dependent() -> None:
+    """A fan-in: z waits on a0 and a1. a0's commit readies nothing, so its slot goes on at
+    once; a1's readies z, so it holds the slot for it."""
+    plan = pa.Plan(tasks=[pa.Task(id="a0", run=_noop, priority="high"),
+                          pa.Task(id="a1", run=_noop, priority="high"),
+                          pa.Task(id="b", run=_noop, priority="low"),
+                          pa.Task(id="z", run=_noop, depends_on=["a0", "a1"], priority="high")],
+                   pools={"default": pa.Pool(max_concurrent=1)})
+    s = Scheduler(plan)
+    assert [d.task_id for d in s.decide() if isinstance(d, StartTask)] == ["a0"]
+    s.send(TaskWorkDone("a0"))
+    assert [d.task_id for d in s.decide() if isinstance(d, StartTask)] == ["a1"]
+    s.send(TaskSucceeded("a0"))
+    s.send(TaskWorkDone("a1"))
+    assert not [d for d in s.decide() if isinstance(d, StartTask)]  # held for z
+    s.send(TaskSucceeded("a1"))
+    assert [d.task_id for d in s.decide() if isinstance(d, StartTask)] == ["z"]
+
+
 @PROPS
 @given(cases(failures=False), st.data())
 def test_commits_that_take_time_keep_limits_and_hand_slots_to_dependents_by_priority(

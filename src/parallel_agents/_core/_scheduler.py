@@ -511,13 +511,23 @@ class Scheduler:
 
     def _on_work_done(self, task_id: str) -> None:
         self._set(task_id, TaskState.COMMITTING, "TaskWorkDone")
-        info = self._info[task_id]
-        # A dependent in the same pool, or any under a run-wide limit, would want this slot.
-        if info.dependents and (self.max_workers != math.inf or any(
-                self._info[d].pool == info.pool for d in info.dependents)):
+        if self._dependent_wants_slot(task_id):
             self._holding.add(task_id)
         else:
             self._release_slot(task_id)
+
+    def _dependent_wants_slot(self, task_id: str) -> bool:
+        """Whether this task's success makes a dependent ready that could take its slot: one
+        waiting on nothing else, past its gate, in its pool (or in any, under max_workers)."""
+        info = self._info[task_id]
+        limited = self.max_workers != math.inf
+        for dep in info.dependents:
+            d = self._info[dep]
+            if (d.waiting_on == 1 and d.gate <= self._gate_open
+                    and self.state[dep] is TaskState.PENDING
+                    and (limited or d.pool == info.pool)):
+                return True
+        return False
 
     def _holds_slot(self, task_id: str) -> bool:
         """Whether the task's slot is still taken (running, or committing while it holds)."""
@@ -549,7 +559,7 @@ class Scheduler:
         counted = attempt - self._free.get(task_id, 0) if self._free else attempt
         if event.retryable and counted <= info.max_retries and not self._stopping:
             self._set(task_id, TaskState.RETRY_WAIT, "TaskFailed")
-            delay = backoff_delay(info.backoff, attempt, self.rng)
+            delay = backoff_delay(info.backoff, counted, self.rng)  # free attempts: no wait
             if event.retry_after is not None:
                 delay = max(delay, min(event.retry_after, MAX_BACKOFF_SEC * 10))
             self._pending_decisions.append(
