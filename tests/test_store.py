@@ -625,3 +625,17 @@ def test_a_store_on_a_read_only_mount_is_not_called_corrupted(tmp_path):
     assert res.returncode == 2, res.stderr
     assert "read-only" in res.stderr and "corrupted" not in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_a_run_whose_workspace_is_deleted_under_it_still_finishes(tmp_path):
+    """The coordination files are written by the store's writer thread: a write that fails
+    there (the workspace deleted, a full disk) must not stop the thread whose commits every
+    task waits for."""
+    plan = write_plan(tmp_path / "plan.yaml", {"name": "gone", "tasks": [
+        {"id": "wipe", "command": ["sh", "-c", 'rm -rf "$PARALLEL_AGENTS_WORKSPACE"']},
+        *({"id": f"after{i}", "command": ["python", "-c", "print(1)"], "depends_on": ["wipe"]}
+          for i in range(5))]})
+    res = cli("run", str(plan), "-q", "--json", "--store", str(tmp_path / "runs.db"),
+              cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["counts"]["succeeded"] == 6

@@ -39,14 +39,17 @@ class FunctionAgent(Agent):
 
     Plain functions run in this agent's own threads, not the loop's default executor: a
     thread abandoned on timeout then does not hold up `asyncio.run` (which waits for the
-    default executor's threads) once the run is over; `close()` lets them go.
+    default executor's threads) once the run is over; `close()` lets them go. The
+    interpreter still waits for such a thread when the process exits: a thread cannot be
+    stopped from outside.
     """
 
     def __init__(self) -> None:
         self._threads: ThreadPoolExecutor | None = None
 
     def close(self) -> None:
-        """Stop handing out threads; an abandoned one finishes on its own, unwaited."""
+        """Stop handing out threads; an abandoned one finishes on its own (the run does not
+        wait for it; the process, at exit, does)."""
         if self._threads is not None:
             self._threads.shutdown(wait=False, cancel_futures=True)
             self._threads = None

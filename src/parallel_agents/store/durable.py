@@ -184,7 +184,6 @@ class DurableRun:
             )
         else:
             self.store.acquire(self.run_id)
-            self.store.submit("resumed", (time.time(), self.run_id))
             # The task rows, if the first process died before writing them (a no-op if not).
             self.store.submit("plan_tasks", (self.run_id,))
         try:
@@ -202,6 +201,9 @@ class DurableRun:
                     self._history, {tid for tid, out in self.resumed.outputs.items()
                                     if out["cached"]})
             self.workspace.start("resume" if self.resumed is not None else "start")
+            if self.resumed is not None:
+                # Only now: a resume that could not prepare its workspace changes nothing.
+                self.store.submit("resumed", (time.time(), self.run_id))
         except OSError as exc:
             self.store.release(self.run_id)
             raise StoreError(f"cannot prepare the workspace {self.workspace_path}: {exc}") from None

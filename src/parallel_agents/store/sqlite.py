@@ -811,6 +811,14 @@ class RunStore:
                     workspace.apply_batch(entries)
                     if workspace.pending():
                         held.add(workspace)
+            if held:
+                # Other runs' rows held back, written when due even if this store never
+                # goes quiet (a server running many executions).
+                for workspace in list(held):
+                    if workspace not in batch.applied:
+                        workspace.flush_pending(force=False)
+                    if not workspace.pending():
+                        held.discard(workspace)
             if batch.futures:
                 self._resolve(batch.futures, error)
             for ev in syncs:

@@ -188,23 +188,32 @@ class Workspace:
                 for i, tid in enumerate(tids):
                     apply(kind, tid, attempts[i] if attempts is not None else None, at,
                           datas[i] if datas is not None else None)
-            self._flush_log()
-            self._write_state()
+            self._write_files(force=False)
+
+    def _write_files(self, *, force: bool) -> None:
+        """Append the log rows and rewrite the state file: now if `force`, else as their
+        rate limits allow. A failed write (a full disk, the workspace deleted) must not stop
+        the store's writer thread, whose commits the run waits for: it is kept, like a
+        checkpoint's, and the rows stay held for the next try."""
+        try:
+            self._flush_log(force=force)
+            if not force or self._state_dirty:
+                self._write_state(force=force)
+        except OSError as exc:
+            self._error = exc
 
     def pending(self) -> bool:
         """Whether log rows or a state rewrite are held back (see `flush_pending`)."""
         return not self._closed and (bool(self._log_lines) or self._state_dirty)
 
-    def flush_pending(self) -> None:
-        """Write what the rate limits held back. Called once the run goes quiet (its feeder
-        has had nothing for a moment): a long task must not leave the files a batch behind
-        until the next batch comes, which may be minutes."""
+    def flush_pending(self, *, force: bool = True) -> None:
+        """Write what the rate limits held back: all of it (`force`, once the store's queue
+        goes quiet), or what is due (after another run's batch: a busy store may never go
+        quiet). A long task must not leave the files a batch behind until its run's next
+        batch comes, which may be minutes."""
         with self._state_lock:
-            if self._closed:
-                return
-            self._flush_log(force=True)
-            if self._state_dirty:
-                self._write_state(force=True)
+            if not self._closed:
+                self._write_files(force=force)
 
     def checkpoint_now(self, labels: list[str]) -> None:
         """Take a checkpoint on the caller's thread (rare ones: stage boundaries)."""
