@@ -87,7 +87,8 @@ def _timeline(decomposition: Decomposition, strategy: str | None,
               max_workers: int | None) -> tuple[Plan, Any]:
     """The predicted schedule under the run's strategy and worker limit."""
     plan = to_plan(decomposition.plan, run_task=lambda spec, ctx: None)
-    return plan, simulate(plan, strategy=strategy, max_workers=max_workers)  # type: ignore[arg-type]
+    return plan, simulate(plan, strategy=strategy,  # type: ignore[arg-type]
+                          max_workers=max_workers)
 
 
 def _show_plan(decomposition: Decomposition, planner: str, as_json: bool,

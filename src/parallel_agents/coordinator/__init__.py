@@ -376,7 +376,8 @@ class Coordinator:
 
         Tasks that succeeded before the interruption are not run again (`Executor.resume`);
         the aggregator gets their files as they wrote them (kept in the workspace, see
-        `versions`), or as the checkpoint taken after each of them holds them. Needs an executor with the run's store (`executor`, or this coordinator's
+        `versions`), or as the checkpoint taken after each of them holds them. Needs an
+        executor with the run's store (`executor`, or this coordinator's
         `executor_options["store"]`). Raises UsageError for a run the coordinator did not
         start (resume it with `Executor.resume`).
         """

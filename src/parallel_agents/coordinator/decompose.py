@@ -428,7 +428,9 @@ def _unaffordable(spec: str, request: ChatRequest, budget_usd: float | None,
     worst = table.worst_case(spec, estimate_prompt_tokens(request), request.max_tokens)
     if worst is None:
         return (f"no price is known for the planner {spec!r}, so its call cannot be checked "
-                f"against the ${budget_usd:g} budget (add it under `prices:`)")
+                f"against the ${budget_usd:g} budget (under a budget the planner must be a "
+                f"model with a built-in price, or the free local model; or run without "
+                f"--budget)")
     if worst > budget_usd * (1 + 1e-9) + 1e-12:
         return (f"the planning call on {spec} may cost up to ${worst:.6f} and the budget is "
                 f"${budget_usd:g}")
