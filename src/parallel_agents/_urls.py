@@ -42,26 +42,26 @@ def _secret_params(query: str) -> list[tuple[str, str]]:
     return out
 
 
-def url_credentials(url: str) -> list[str]:
-    """What credentials `url` carries, described without their values (empty: none)."""
+def _credentials(url: str) -> tuple[str | None, list[tuple[str, str]]]:
+    """(the userinfo password, the credential query parameters) of `url`."""
     try:
         parts = urlsplit(url)
     except ValueError:
-        return []
-    found = ["a password (user:PASSWORD@)"] if parts.password else []
-    found += [f"the query parameter {name[:40]!r}" for name, _ in _secret_params(parts.query)]
-    return found
+        return None, []
+    return parts.password, _secret_params(parts.query)
+
+
+def url_credentials(url: str) -> list[str]:
+    """What credentials `url` carries, described without their values (empty: none)."""
+    password, params = _credentials(url)
+    found = ["a password (user:PASSWORD@)"] if password else []
+    return found + [f"the query parameter {name[:40]!r}" for name, _ in params]
 
 
 def url_secrets(url: str) -> list[str]:
     """The credential values in `url`, as written and decoded (to mask them anywhere)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return []
-    raw = [value for _, value in _secret_params(parts.query)]
-    if parts.password:
-        raw.append(parts.password)
+    password, params = _credentials(url)
+    raw = [value for _, value in params] + ([password] if password else [])
     return [*raw, *(unquote(v) for v in raw)]
 
 

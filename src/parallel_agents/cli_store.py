@@ -19,7 +19,8 @@ from rich.table import Table
 
 from ._exceptions import ParallelAgentsError, StoreError, UsageError
 from .progress import LinePrinter
-from .store import RunStore, default_store_path
+from .plan import Plan
+from .store import RunStore, StoredRun, default_store_path, plan_from_store
 
 __all__ = ["register", "open_store"]
 
@@ -57,6 +58,17 @@ def close_store(store: RunStore | None) -> None:
         cli._fail_usage(str(exc))
 
 
+def _stored_plan(saved: StoredRun) -> Plan | None:
+    """The run's plan as stored, for its `--json` record; None for Python function tasks
+    (not reloadable) or a stored plan that no longer loads."""
+    if saved.has_callables:
+        return None
+    try:
+        return plan_from_store(saved, None)
+    except ParallelAgentsError:
+        return None
+
+
 def _when(ts: float | None) -> str:
     return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
 
@@ -90,7 +102,6 @@ def register(app: typer.Typer) -> None:
         from . import cli
         from .coordinator import Coordinator, stored_decomposition
         from .executor import Executor
-        from .store import plan_from_store
 
         store = open_store(store_path, must_exist=True)
         try:
@@ -103,10 +114,10 @@ def register(app: typer.Typer) -> None:
                     cli.err.print(f"run {run_id} already succeeded: nothing to resume "
                                   f"(`parallel-agents status {run_id}` shows it)", markup=False)
                 if as_json:  # its stored result, as `run --json` printed it
-                    record = dict(saved.result)
-                    record["max_workers"] = options.get("max_workers")
-                    if not saved.has_callables:
-                        record["plan"] = plan_from_store(saved, None).describe()
+                    record = {**saved.result, "max_workers": options.get("max_workers")}
+                    plan = _stored_plan(saved)
+                    if plan is not None:
+                        record["plan"] = plan.describe()
                     _dump(record)
                 raise typer.Exit(0)
             stored_backend = options.get("backend") or "local"
@@ -154,13 +165,7 @@ def register(app: typer.Typer) -> None:
 
             raise typer.Exit(print_outcome(outcome, as_json=as_json))
         # The same record as `run --json`: with the plan and the limit the run ran under.
-        plan = None
-        if not saved.has_callables:
-            try:
-                plan = plan_from_store(saved, None)
-            except ParallelAgentsError:
-                plan = None
-        cli._finish(result, as_json=as_json, quiet=quiet, plan=plan,
+        cli._finish(result, as_json=as_json, quiet=quiet, plan=_stored_plan(saved),
                     max_workers=options.get("max_workers"))
 
     @app.command("status")

@@ -280,9 +280,7 @@ class Executor:
         """Release the backend's workers (a Ray instance this executor started stops too) and
         the threads of sync function tasks (one abandoned on timeout is not waited for)."""
         for agent in self.agents.values():
-            close = getattr(agent, "close", None)
-            if callable(close):
-                close()
+            agent.close()
         if self._backend_started:
             self._backend_started = False
             await self.backend.close()

@@ -685,7 +685,7 @@ def parse_plan_text(text: str, *, fmt: str = "yaml", source: str | None = None) 
 
 
 class _DuplicateKey(ValueError):
-    pass
+    """A JSON object repeats a key (its name is the only argument)."""
 
 
 def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -66,3 +66,7 @@ class Agent(ABC):
     @abstractmethod
     async def run(self, task: Task, ctx: TaskContext) -> Any:
         """Do the work; return the output (or a TaskOutput); raise to fail the attempt."""
+
+    def close(self) -> None:  # noqa: B027 - optional: most agents hold nothing
+        """Release what the agent holds between runs (threads, clients); the executor calls
+        it from `aclose()`."""

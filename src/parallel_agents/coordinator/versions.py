@@ -72,6 +72,9 @@ class Snapshotting(Agent):
         self.snapshots = snapshots
         self.persist = persist
 
+    def close(self) -> None:
+        self.inner.close()
+
     async def run(self, task: Any, ctx: TaskContext) -> Any:
         out = await self.inner.run(task, ctx)
         if isinstance(out, TaskOutput) and out.files and ctx.workspace is not None:

@@ -114,7 +114,7 @@ class Workspace:
                 if len(cells) == 6:
                     have.add((cells[1].replace("\\|", "|"), cells[3]))
         except OSError:
-            pass
+            pass  # no log yet: every ended attempt gets its row
         rows = []
         for tid, records in history.items():
             for r in records:
@@ -197,8 +197,7 @@ class Workspace:
         checkpoint's, and the rows stay held for the next try."""
         try:
             self._flush_log(force=force)
-            if not force or self._state_dirty:
-                self._write_state(force=force)
+            self._write_state(force=force and self._state_dirty)
         except OSError as exc:
             self._error = exc
 
